@@ -1,0 +1,1 @@
+"""Big Transfer (BiT) ResNet-V2 in JAX/Flax."""
