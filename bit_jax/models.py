@@ -28,6 +28,7 @@ Dtype = Any
 
 # Units per stage for each depth (the torchvision/official ResNet layouts).
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
+    14: (1, 1, 1, 1),        # not published: small enough for tests and the CPU demo
     26: (2, 2, 2, 2),
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
@@ -218,18 +219,21 @@ KNOWN_MODELS: dict[str, dict] = _published_models()
 
 
 def parse_architecture(name: str) -> tuple[int, int]:
-  """'R50x1', 'BiT-M-R152x4' or 'BiT-M-R50x1-ILSVRC2012' -> (depth, width)."""
+  """'R50x1', 'R14x0.5', 'BiT-M-R152x4' or 'BiT-M-R50x1-ILSVRC2012' -> (depth, width)."""
   if name in KNOWN_MODELS:
     return KNOWN_MODELS[name]['depth'], KNOWN_MODELS[name]['width']
   arch = name.removeprefix('BiT-S-').removeprefix('BiT-M-').split('-')[0]
   try:
-    depth, width = (int(v) for v in arch.removeprefix('R').split('x'))
+    depth, width = arch.removeprefix('R').split('x')
+    depth, width = int(depth), float(width)
+    width = int(width) if width.is_integer() else width
   except ValueError:
     depth = width = None
-  if not arch.startswith('R') or depth not in DEPTHS:
+  if not arch.startswith('R') or depth not in DEPTHS or not width or (64 * width) % 32:
     raise ValueError(
         f'Unknown model {name!r}. Use a published name ({", ".join(sorted(KNOWN_MODELS))}) '
-        f'or an architecture R<depth>x<width> with depth in {sorted(DEPTHS)}, e.g. R50x1.')
+        f'or an architecture R<depth>x<width> with depth in {sorted(DEPTHS)} and 64 * width '
+        f'a multiple of 32, e.g. R50x1 or R14x0.5.')
   return depth, width
 
 

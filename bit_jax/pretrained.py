@@ -99,7 +99,7 @@ def architecture_of(arrays: Mapping[str, np.ndarray]) -> dict:
         f'{"missing" if root is None else "present"}.')
   head = arrays.get(HEAD_KERNEL)
   width = root.shape[-1] / 64
-  return dict(depth=depths.get(tuple(units)),
+  return dict(depth=depths.get(tuple(units), 0),
               units=None if tuple(units) in depths else tuple(units),
               width=int(width) if width.is_integer() else width,
               num_classes=None if head is None else head.shape[-1])
