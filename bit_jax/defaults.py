@@ -1,0 +1,64 @@
+"""Every config field of a run, its default and what it means.
+
+Configs in `configs/` start from `base_config()` and change what their experiment needs. A
+field left None is derived at run time (mostly by the BiT-HyperRule from the phase's own
+data) and the resolved value is printed and written to `<workdir>/phases.json`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # The model and the weights it starts from.
+  c.model = 'BiT-M-R50x1'     # published name or R<depth>x<width> (used when init='scratch')
+  c.init = 'BiT-M-R50x1'      # first phase: published name, official .npz path, or 'scratch'
+  c.dtype = 'float32'         # activations; 'bfloat16' on TPU/GPU (parameters stay float32)
+
+  # Data.
+  c.dataset = 'cifar10'       # TFDS name, 'sklearn_digits' or 'folder:<root>'
+  c.data_dir = config_dict.placeholder(str)          # TFDS data_dir
+  c.train_split = 'train'
+  c.eval_split = 'test'
+  c.classes = config_dict.placeholder(tuple)         # keep these classes only, relabelled 0..
+  c.num_classes = config_dict.placeholder(int)       # None: from the dataset
+  c.shots = config_dict.placeholder(int)             # k examples per class (nested in k' > k)
+  c.fraction = config_dict.placeholder(float)        # stratified fraction (20% inside 40% ...)
+  c.subset_seed = 0
+  c.val_fraction = config_dict.placeholder(float)    # held out of train: early stopping/plateau
+  c.preprocess = 'bit'                               # 'bit' (resize, crop, flip) | 'inception'
+  c.resize = config_dict.placeholder(int)            # None: HyperRule (160 / 512)
+  c.crop = config_dict.placeholder(int)              # None: HyperRule (128 / 480)
+  c.data_shards = config_dict.placeholder(int)       # None: one per process (see train.py)
+
+  # Optimisation (BiT-HyperRule defaults).
+  c.batch_size = 512
+  c.eval_batch_size = config_dict.placeholder(int)   # None: batch_size
+  c.batch_split = 1           # gradient accumulation: micro-batches per step
+  c.base_lr = 0.003           # at batch 512; lr = base_lr * batch_size / 512
+  c.lr = config_dict.placeholder(float)              # None: base_lr * batch_size / 512
+  c.lr_schedule = 'hyperrule'                        # 'hyperrule' | 'constant' | 'plateau'
+  c.total_steps = config_dict.placeholder(int)       # None: HyperRule (500 / 10k / 20k)
+  c.epochs = config_dict.placeholder(float)          # instead of total_steps
+  c.warmup_steps = config_dict.placeholder(int)      # None: HyperRule, scaled to total_steps
+  c.decay_steps = config_dict.placeholder(tuple)     # None: HyperRule, scaled to total_steps
+  c.mixup_alpha = config_dict.placeholder(float)     # None: 0 below 20k examples, else 0.1
+  c.momentum = 0.9
+  c.weight_decay = 0.0        # coupled, on kernels only
+  c.freeze = ''               # regex over parameter paths, e.g. 'root_block|block1'
+  c.loss = 'softmax'          # 'softmax' | 'sigmoid' (multi-label)
+  c.plateau_patience = 3      # evaluations without a better validation loss before lr /= ...
+  c.plateau_factor = 0.1
+  c.early_stopping_patience = config_dict.placeholder(int)
+
+  # Bookkeeping.
+  c.seed = 0
+  c.log_every = 10
+  c.eval_every = 100          # steps; 0: only at the end of each phase
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 2
+
+  # Per-phase overrides of any field above (plus 'name'); () is one phase.
+  c.phases = ()
+  return c

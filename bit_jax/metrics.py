@@ -1,0 +1,68 @@
+"""Where a run's numbers go: `metrics.jsonl`, TensorBoard summaries and a live progress line.
+
+Only process 0 writes; the other processes get a writer that does nothing, so the loop needs
+no `if process_index == 0` of its own.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import jax
+
+
+class MetricWriter:
+  def __init__(self, workdir, *, enabled: bool = True):
+    self.enabled = enabled
+    self.workdir = Path(workdir)
+    self._tensorboard = None
+    if enabled:
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      self._jsonl = open(self.workdir / 'metrics.jsonl', 'a', buffering=1)
+
+  @property
+  def tensorboard(self):
+    if self._tensorboard is None:   # importing TensorFlow's summary ops is slow; do it lazily
+      from flax.metrics import tensorboard
+      self._tensorboard = tensorboard.SummaryWriter(str(self.workdir / 'tensorboard'))
+    return self._tensorboard
+
+  def write(self, step: int, **scalars) -> None:
+    if not self.enabled:
+      return
+    record = {'step': step, **{k: v if isinstance(v, str) else float(v)
+                               for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(record) + '\n')
+    for name, value in scalars.items():
+      if not isinstance(value, str):
+        self.tensorboard.scalar(name, float(value), step)
+
+  def print(self, *args) -> None:
+    if self.enabled:
+      print(*args, flush=True)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      if self._tensorboard is not None:
+        self._tensorboard.flush()
+
+
+class Progress:
+  """The live line: step/total, loss, lr, images/s and ETA, measured between two reports."""
+
+  def __init__(self, total_steps: int, batch_size: int, start_step: int = 0):
+    self.total, self.batch_size = total_steps, batch_size
+    self._step, self._time = start_step, time.perf_counter()
+
+  def line(self, step: int, loss: float, lr: float, prefix: str = '') -> tuple[str, float]:
+    now = time.perf_counter()
+    rate = (step - self._step) * self.batch_size / max(now - self._time, 1e-9)
+    self._step, self._time = step, now
+    eta = (self.total - step) * self.batch_size / max(rate, 1e-9)
+    return (f'{prefix}step {step}/{self.total}  loss {loss:.4f}  lr {lr:.3g}  '
+            f'{rate:.1f} img/s  ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}'), rate
+
+
+def is_logging_process() -> bool:
+  return jax.process_index() == 0

@@ -1,0 +1,156 @@
+"""The training shell, end to end on real (bundled or shared) data.
+
+Oracles: an uninterrupted run (for kill -9 and SIGTERM resume), a one-process run (for two
+processes), chance accuracy (for learning on real CIFAR-10).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bit_jax import train
+from conftest import REPO
+
+TINY = REPO / 'tests' / 'configs' / 'tiny.py'
+
+
+def tiny_config(**overrides):
+  sys.path.insert(0, str(TINY.parent))
+  import tiny  # noqa: E402  (a config file, loaded as config_flags would)
+  config = tiny.get_config()
+  config.update(overrides)
+  return config
+
+
+def losses(workdir):
+  lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return {r['step']: r['loss'] for r in lines if 'loss' in r}
+
+
+def test_tiny_run_writes_everything_and_resume_of_a_finished_run_is_a_no_op(tmp_path):
+  results = train.run(tiny_config(), tmp_path)
+  assert results['steps'] == 12 and results['examples_seen'] == 12 * 16
+  assert results['final']['test_examples'] > 0 and 0 <= results['final']['top1'] <= 1
+  assert json.loads((tmp_path / 'results.json').read_text()) == results
+  [phase] = json.loads((tmp_path / 'phases.json').read_text())
+  assert (phase['total_steps'], phase['mixup_alpha'], phase['num_classes']) == (12, 0.0, 3)
+  assert sorted(losses(tmp_path)) == [2, 4, 6, 8, 10, 12]
+  ids = json.loads((tmp_path / 'phase0_train_ids.json').read_text())
+  assert ids['num_ids'] == phase['num_examples']
+  again = train.run(tiny_config(), tmp_path)
+  assert again['steps'] == 12 and again['final'] == results['final']
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  blow_up = ({'name': 'good', 'total_steps': 4},
+             {'name': 'bad', 'lr': 1e30, 'warmup_steps': 0, 'decay_steps': ()})
+  with pytest.raises(train.TrainingError, match='last good checkpoint is step 4'):
+    train.run(tiny_config(phases=blow_up, checkpoint_every=2), tmp_path)
+  with pytest.raises(train.TrainingError, match='no checkpoint was saved yet'):
+    train.run(tiny_config(lr=1e30, warmup_steps=0, decay_steps=()), tmp_path / 'fresh')
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(batch_size=12), 'does not divide over 8 devices'),
+    (dict(dataset='no_such_dataset'), "cannot load dataset 'no_such_dataset'"),
+    (dict(init='/nonexistent.npz'), 'cannot load init'),
+    (dict(freeze='stage9'), 'matches no parameter'),
+])
+def test_bad_input_gives_a_clear_message(tmp_path, overrides, message):
+  with pytest.raises(train.TrainingError, match=message):
+    train.run(tiny_config(**overrides), tmp_path)
+
+
+def command(workdir, *flags, env=None):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={workdir}',
+       *flags], cwd=REPO, env={**os.environ, **(env or {})},
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(workdir, proc, timeout=240):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    steps = [int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit()]
+    if steps:
+      return max(steps)
+    assert proc.poll() is None, proc.stdout.read()
+    time.sleep(0.2)
+  raise TimeoutError('no checkpoint appeared')
+
+
+LONGER = ('--config.total_steps=40', '--config.eval_every=0', '--config.log_every=4')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('how', [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
+  reference = command(tmp_path / 'reference', *LONGER)
+  assert reference.wait(300) == 0, reference.stdout.read()
+
+  interrupted = command(tmp_path / 'run', *LONGER)
+  wait_for_checkpoint(tmp_path / 'run', interrupted)
+  interrupted.send_signal(how)
+  output = interrupted.communicate(timeout=120)[0]
+  assert not (tmp_path / 'run' / 'results.json').exists(), 'finished before the signal'
+  if how == signal.SIGTERM:
+    assert interrupted.returncode == 0 and 'SIGTERM: saved checkpoint' in output, output
+  resumed = command(tmp_path / 'run', *LONGER)
+  output = resumed.communicate(timeout=300)[0]
+  assert resumed.returncode == 0 and 'Resuming from' in output, output
+
+  expected = json.loads((tmp_path / 'reference' / 'results.json').read_text())
+  got = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert got['final'] == expected['final'] and got['steps'] == expected['steps'] == 40
+  reference_losses, resumed_losses = losses(tmp_path / 'reference'), losses(tmp_path / 'run')
+  for step, loss in resumed_losses.items():
+    assert loss == reference_losses[step], step
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+  flags = ('--config.data_shards=2', '--config.lr=0.005', '--config.batch_size=16')
+  two_devices = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  single = command(tmp_path / 'one', *flags,
+                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert single.wait(300) == 0, single.stdout.read()
+  address = f'127.0.0.1:{free_port()}'
+  procs = [command(tmp_path / 'two', *flags, f'--coordinator_address={address}',
+                   '--num_processes=2', f'--process_id={i}', env=two_devices)
+           for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert all(p.returncode == 0 for p in procs), outputs
+  one, two = losses(tmp_path / 'one'), losses(tmp_path / 'two')
+  assert sorted(one) == sorted(two)
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)],
+                             rtol=1e-4)
+  a = json.loads((tmp_path / 'one' / 'results.json').read_text())['final']
+  b = json.loads((tmp_path / 'two' / 'results.json').read_text())['final']
+  assert a['test_examples'] == b['test_examples'] and abs(a['top1'] - b['top1']) < 0.02
+
+
+@pytest.mark.slow
+def test_small_bit_learns_real_cifar10(tmp_path, shared_tfds):
+  config = tiny_config(dataset='cifar10', data_dir=str(shared_tfds), classes=None,
+                       resize=36, crop=32, batch_size=64, lr=0.05, total_steps=300,
+                       eval_every=0, checkpoint_every=0, log_every=50)
+  results = train.run(config, tmp_path)
+  assert results['final']['test_examples'] == 1017
+  assert results['final']['top1'] > 0.3, results     # chance is 0.1
