@@ -61,11 +61,12 @@ def restrict_classes(source: data_sources.DataSource,
 
 
 def get_source(dataset: str, split: str, *, data_dir: Optional[str] = None,
-               classes: Optional[Sequence[int]] = None) -> data_sources.DataSource:
+               classes: Optional[Sequence[int]] = None,
+               label_key: str = 'label') -> data_sources.DataSource:
   if dataset == 'sklearn_digits':
     source = digits_source(split)
   elif dataset.startswith('folder:'):
     source = data_sources.image_folder_source(dataset.removeprefix('folder:'), split)
   else:
-    source = data_sources.tfds_source(dataset, split, data_dir=data_dir)
+    source = data_sources.tfds_source(dataset, split, data_dir=data_dir, label_key=label_key)
   return restrict_classes(source, classes) if classes else source

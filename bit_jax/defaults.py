@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = 'cifar10'       # TFDS name, 'sklearn_digits' or 'folder:<root>'
   c.data_dir = config_dict.placeholder(str)          # TFDS data_dir
   c.train_split = 'train'
+  c.label_key = 'label'       # TFDS feature with the labels ('labels' for multi-label data)
   c.eval_split = 'test'
   c.classes = config_dict.placeholder(tuple)         # keep these classes only, relabelled 0..
   c.num_classes = config_dict.placeholder(int)       # None: from the dataset
@@ -36,13 +37,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 512
   c.eval_batch_size = config_dict.placeholder(int)   # None: batch_size
   c.batch_split = 1           # gradient accumulation: micro-batches per step
-  c.base_lr = 0.003           # at batch 512; lr = base_lr * batch_size / 512
-  c.lr = config_dict.placeholder(float)              # None: base_lr * batch_size / 512
+  c.base_lr = 0.003           # at batch base_batch; lr = base_lr * batch_size / base_batch
+  c.base_batch = 512
+  c.lr = config_dict.placeholder(float)              # None: base_lr * batch_size / base_batch
   c.lr_schedule = 'hyperrule'                        # 'hyperrule' | 'constant' | 'plateau'
   c.total_steps = config_dict.placeholder(int)       # None: HyperRule (500 / 10k / 20k)
   c.epochs = config_dict.placeholder(float)          # instead of total_steps
   c.warmup_steps = config_dict.placeholder(int)      # None: HyperRule, scaled to total_steps
   c.decay_steps = config_dict.placeholder(tuple)     # None: HyperRule, scaled to total_steps
+  c.warmup_epochs = config_dict.placeholder(float)   # instead of warmup_steps
+  c.decay_epochs = config_dict.placeholder(tuple)    # instead of decay_steps
   c.mixup_alpha = config_dict.placeholder(float)     # None: 0 below 20k examples, else 0.1
   c.momentum = 0.9
   c.weight_decay = 0.0        # coupled, on kernels only

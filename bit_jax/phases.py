@@ -5,10 +5,11 @@ overriding some fields for one phase (data subset, batch size, learning rate, st
 parameters, init). A plain HyperRule run has no `phases` and is one phase. Fields left unset
 (None) are filled from the BiT-HyperRule for the phase's own data:
 
-* `lr`: `base_lr * batch_size / 512`;
+* `lr`: `base_lr * batch_size / base_batch` (512 for the HyperRule);
 * `total_steps`, `warmup_steps`, `decay_steps`: the HyperRule schedule of the phase's number
   of training examples; when `epochs` or `total_steps` fixes another length, the HyperRule's
-  boundaries are scaled to it (same shape, other length);
+  boundaries are scaled to it (same shape, other length); `warmup_epochs`/`decay_epochs`
+  give them in epochs instead (upstream pre-training);
 * `mixup_alpha`; `resize`/`crop` from the image size.
 
 Learning-rate schedules: 'hyperrule' (warmup then /10 at each boundary, official strictness),
@@ -59,15 +60,20 @@ def fill_from_hyperrule(phase: ml_collections.ConfigDict, *, num_examples: int,
   if phase.num_classes is None:
     phase.num_classes = num_classes
   if phase.lr is None:
-    phase.lr = hyperrule.base_learning_rate(phase.batch_size, phase.base_lr)
+    phase.lr = hyperrule.base_learning_rate(phase.batch_size, phase.base_lr, phase.base_batch)
+  steps_per_epoch = num_examples / phase.batch_size
   if phase.total_steps is None:
-    phase.total_steps = (math.ceil(phase.epochs * num_examples / phase.batch_size)
+    phase.total_steps = (math.ceil(phase.epochs * steps_per_epoch)
                          if phase.epochs else rule.total_steps)
   scale = phase.total_steps / rule.total_steps
   if phase.warmup_steps is None:
-    phase.warmup_steps = round(rule.warmup_steps * scale)
+    phase.warmup_steps = (round(phase.warmup_epochs * steps_per_epoch)
+                          if phase.warmup_epochs is not None else
+                          round(rule.warmup_steps * scale))
   if phase.decay_steps is None:
-    phase.decay_steps = tuple(round(b * scale) for b in rule.decay_boundaries)
+    phase.decay_steps = (tuple(round(e * steps_per_epoch) for e in phase.decay_epochs)
+                         if phase.decay_epochs is not None else
+                         tuple(round(b * scale) for b in rule.decay_boundaries))
   if phase.mixup_alpha is None:
     phase.mixup_alpha = hyperrule.mixup_alpha(num_examples)
   if phase.resize is None or phase.crop is None:

@@ -8,7 +8,8 @@ Resume is automatic: a workdir with checkpoints continues from the newest, repla
 data stream and rngs, so a run killed after step s finishes as if never interrupted. SIGTERM
 (TPU preemption) saves a checkpoint and exits cleanly. Outputs in the workdir:
 `metrics.jsonl`, `tensorboard/`, `phases.json` (every resolved value), `*_ids.json` (the exact
-training examples of each phase), `checkpoints/` and `results.json`.
+training examples of each phase), `checkpoints/`, `results.json` and `final.npz` (the final
+weights in the official BiT layout: `bit_jax.load_pretrained(workdir + '/final.npz')`).
 
 Several processes: on Cloud TPU VM pods `jax.distributed` initialises itself; elsewhere pass
 --coordinator_address, --num_processes and --process_id.
@@ -50,7 +51,7 @@ def _data_for(phase, workdir, writer):
   """Training ids (subset, minus a validation holdout), the sources and the image size."""
   try:
     source, test = (datasets.get_source(phase.dataset, split, data_dir=phase.data_dir,
-                                        classes=phase.classes)
+                                        classes=phase.classes, label_key=phase.label_key)
                     for split in (phase.train_split, phase.eval_split))
   except Exception as e:   # TFDS/file errors: say which dataset and what to check
     raise TrainingError(f'Phase {phase.name}: cannot load dataset {phase.dataset!r} '
@@ -119,8 +120,12 @@ class Trainer:
     return models.ResNetV2(depth=arch['depth'], width=arch['width'], units=arch['units'],
                            num_classes=phase.num_classes, dtype=jnp.dtype(phase.dtype))
 
-  def _initial_params(self, phase, arch, previous):
-    """(arch, params) for the start of `phase`: carried over, from scratch, or a checkpoint."""
+  def _initial_params(self, phase, arch, previous, previous_phase):
+    """(arch, params) for the start of `phase`: carried over, from scratch, or a checkpoint.
+
+    Carried-over weights keep their head only for the same task (dataset, classes and head
+    size); a new task gets a fresh zero head, as BiT fine-tuning does, even at equal size.
+    """
     if phase.init == 'previous':
       if previous is None:
         raise TrainingError(f'Phase {phase.name} has init="previous" but is the first phase.')
@@ -128,7 +133,10 @@ class Trainer:
       model = self._model(arch, phase)
       head = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                             jnp.zeros((1, phase.crop, phase.crop, 3)))['params']['head']
-      if params['head']['kernel'].shape != head['kernel'].shape:   # a new task: zero head
+      same_task = (params['head']['kernel'].shape == head['kernel'].shape and
+                   (phase.dataset, phase.classes) ==
+                   (previous_phase.dataset, previous_phase.classes))
+      if not same_task:
         params['head'] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), head)
       return arch, params
     if phase.init == 'scratch':
@@ -172,7 +180,7 @@ class Trainer:
       self.writer.print(f'Resuming from {self.workdir}/checkpoints step {latest} '
                         f'(phase {progress["phase"]}, step {progress["phase_step"]}).')
     start_time = time.perf_counter() - progress['elapsed_s']
-    resolved, params = [], None
+    resolved, params, previous_phase = [], None, None
     for phase in phases.phase_configs(config):
       data = _data_for(phase, self.workdir, self.writer)
       phase = phases.fill_from_hyperrule(
@@ -181,21 +189,26 @@ class Trainer:
       resolved.append(phase.to_dict())
       if self.writer.enabled:
         (self.workdir / 'phases.json').write_text(json.dumps(resolved, indent=1, default=str))
-      if phase.index < progress['phase']:
+      if phase.index < progress['phase']:     # finished before the resume point
+        previous_phase = phase
         continue
-      params = self._run_phase(phase, data, progress, params, latest, start_time)
-      latest = None
+      params = self._run_phase(phase, data, progress, params, previous_phase, latest,
+                               start_time)
+      latest, previous_phase = None, phase
       progress.update(phase=phase.index + 1, phase_step=0, phase_done=False, plateau=None)
     results = {'final': progress['results'][-1], 'phases': progress['results'],
                'steps': progress['global_step'], 'examples_seen': progress['examples_seen'],
                'wall_time_s': time.perf_counter() - start_time}
     if self.writer.enabled:
+      if params is not None:    # None when resuming a run that had already finished
+        pretrained.save_npz(self.workdir / 'final.npz', jax.device_get(params))
       (self.workdir / 'results.json').write_text(json.dumps(results, indent=1))
     self.checkpoints.close()
     self.writer.close()
     return results
 
-  def _run_phase(self, phase, data, progress, previous_params, resume_step, start_time):
+  def _run_phase(self, phase, data, progress, previous_params, previous_phase, resume_step,
+                 start_time):
     w = self.writer
     if phase.batch_size % jax.device_count():
       raise TrainingError(f'batch_size={phase.batch_size} does not divide over '
@@ -208,7 +221,8 @@ class Trainer:
       params = jax.eval_shape(lambda: self._model(arch, phase).init(
           jax.random.PRNGKey(0), jnp.zeros((1, phase.crop, phase.crop, 3)))['params'])
     else:
-      arch, params = self._initial_params(phase, progress['arch'], previous_params)
+      arch, params = self._initial_params(phase, progress['arch'], previous_params,
+                                          previous_phase)
       progress['arch'] = arch
     model = self._model(arch, phase)
     try:

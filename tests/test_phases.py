@@ -77,3 +77,14 @@ def test_plateau_reduces_then_stops():
   assert plateau.update(1.3)                                   # 3: stop
   restored = phases.Plateau(**vars(plateau))                   # checkpointed as JSON
   assert restored == plateau and math.isinf(phases.Plateau(1, 0.1, None).best)
+
+
+def test_upstream_schedule_in_epochs():
+  [phase] = phases.phase_configs(config(epochs=90.0, warmup_epochs=1.0,
+                                        decay_epochs=(30.0, 60.0, 80.0), batch_size=256,
+                                        base_lr=0.03, base_batch=256))
+  phase = phases.fill_from_hyperrule(phase, num_examples=2560, image_hw=(224, 224),
+                                     num_classes=1000)
+  assert (phase.total_steps, phase.warmup_steps, tuple(phase.decay_steps)) == (
+      900, 10, (300, 600, 800))
+  assert phase.lr == pytest.approx(0.03)

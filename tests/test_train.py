@@ -154,3 +154,25 @@ def test_small_bit_learns_real_cifar10(tmp_path, shared_tfds):
   results = train.run(config, tmp_path)
   assert results['final']['test_examples'] == 1017
   assert results['final']['top1'] > 0.3, results     # chance is 0.1
+
+
+def test_carried_weights_get_a_fresh_head_for_a_new_task(tmp_path):
+  first, same, other = train.phases.phase_configs(tiny_config(phases=(
+      {}, {}, {'classes': (3, 4, 5)})))
+  for p in (first, same, other):
+    p.num_classes = 3
+  trainer = train.Trainer(tiny_config(), tmp_path)
+  arch, params = trainer._initial_params(first, None, None, None)
+  params['head']['kernel'] = params['head']['kernel'] + 1.0        # a trained head
+  _, kept = trainer._initial_params(same, arch, params, first)
+  _, fresh = trainer._initial_params(other, arch, params, first)
+  np.testing.assert_array_equal(kept['head']['kernel'], params['head']['kernel'])
+  np.testing.assert_array_equal(fresh['head']['kernel'], 0.0)       # same size, new classes
+  np.testing.assert_array_equal(fresh['block1']['unit01']['conv1']['kernel'],
+                                params['block1']['unit01']['conv1']['kernel'])
+
+
+def test_upstream_recipe_path_sigmoid_multi_hot_inception_crop(tmp_path):
+  results = train.run(tiny_config(loss='sigmoid', preprocess='inception', weight_decay=1e-4,
+                                  total_steps=4, eval_every=0), tmp_path)
+  assert results['steps'] == 4 and results['final']['test_examples'] > 0
