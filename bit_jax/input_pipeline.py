@@ -43,6 +43,7 @@ from bit_jax.data_sources import DataSource
 
 PREPROCESSINGS = ("bit", "inception")
 DEFAULT_SHUFFLE_BUFFER = 50_000
+CACHE_LIMIT = 10_000  # shards up to this many examples are cached (undecoded) in memory
 _SHUFFLE, _AUGMENT = 0, 1  # keep the shuffle's and the augmentations' seeds unrelated
 _FOREVER = np.iinfo(np.int64).max
 
@@ -229,6 +230,11 @@ def train_data(
             shuffle_buffer,
         )
     records = _records_of(source, share.ids)
+    if shard_size <= CACHE_LIMIT:
+        # Every epoch re-reads the shard, and `_records_of` finds it by scanning the whole
+        # split: a 1-shot set of 5 images at batch 64 would scan the split 13 times a
+        # batch. Small shards are kept in memory undecoded (a few MB) after the first epoch.
+        records = records.cache()
 
     def one_epoch(epoch):
         return _permuted_windows(
