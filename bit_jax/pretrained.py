@@ -10,7 +10,9 @@ format goes through the same checked loader.
 """
 
 import os
+import pickle
 import re
+import zipfile
 import shutil
 import tempfile
 import urllib.error
@@ -75,6 +77,71 @@ def normalize_keys(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def read_npz(path) -> dict[str, np.ndarray]:
   with np.load(path, allow_pickle=False) as f:
     return normalize_keys({k: f[k] for k in f.files})
+
+
+FORMATS = ('npz', 'pth', 'orbax')
+
+
+def detect_format(path, forced: Optional[str] = None) -> str:
+  """`forced` if given, else from the name: .npz, .pth/.pt, anything else an orbax directory."""
+  suffix = Path(path).suffix.lower()
+  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth'}.get(suffix, 'orbax')
+
+
+def _unreadable(path, fmt, error, expected):
+  return ValueError(f'Cannot read {path} as {fmt} ({type(error).__name__}: {error}). Expected '
+                    f'{expected}; if the file is in another format, say which (--from in tools/convert_checkpoint.py).')
+
+
+def require_torch():
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError('.pth checkpoints need torch: pip install torch==2.13.0') from e
+  return torch
+
+
+def _read(path, fmt: str) -> dict[str, np.ndarray]:
+  if fmt == 'npz':
+    try:
+      return read_npz(path)
+    except CheckpointMismatchError:
+      raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise _unreadable(path, fmt, e, 'arrays saved with np.savez (no pickled objects)') from e
+  if fmt == 'pth':
+    try:
+      state = require_torch().load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+      raise _unreadable(path, fmt, e, 'a state_dict saved with torch.save') from e
+    if isinstance(state, Mapping) and isinstance(state.get('state_dict'), Mapping):
+      state = state['state_dict']                  # timm training checkpoints nest it here
+    if not isinstance(state, Mapping):
+      raise CheckpointMismatchError(f'holds a {type(state).__name__}, not a state_dict.')
+    return timm_to_npz(state)
+  import orbax.checkpoint as ocp
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      tree = checkpointer.restore(os.path.abspath(path))
+  except (OSError, ValueError) as e:
+    raise _unreadable(path, fmt, e, 'a directory written by orbax StandardCheckpointer') from e
+  try:   # the stored 'bit_architecture' is for loaders; the params themselves tell it too
+    return params_to_npz(tree['params'])
+  except (KeyError, TypeError) as e:
+    raise CheckpointMismatchError(
+        f'not an orbax tree {{"params": BiT ResNet-V2 params}} ({type(e).__name__}: {e}).') from e
+
+
+def read_any(path, fmt: Optional[str] = None) -> dict[str, np.ndarray]:
+  """Official-layout arrays of a BiT checkpoint in any of the three formats."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist.')
+  try:
+    arrays = _read(path, detect_format(path, fmt))
+    architecture_of(arrays)                        # a BiT ResNet-V2 at all?
+  except CheckpointMismatchError as e:
+    raise CheckpointMismatchError(f'{path}: {e}') from e
+  return arrays
 
 
 def _to_flax_layout(key: str, value: np.ndarray, target_shape) -> np.ndarray:
@@ -251,7 +318,8 @@ def load_pretrained(name_or_path, num_classes=_KEEP_CHECKPOINT_HEAD, dtype=jnp.f
   """`(model, params)` from an official `.npz` path or a published BiT name.
 
   Args:
-    name_or_path: a local `.npz` in the official layout, or a name from
+    name_or_path: a local checkpoint — official `.npz`, timm `.pth` state_dict or an orbax
+      directory written by tools/convert_checkpoint.py — or a name from
       `bit_jax.models.KNOWN_MODELS` (downloaded to the cache dir on first use).
     num_classes: size of the head. Left out or None: the checkpoint's own head is kept (a
       checkpoint without a head gives features). An int: the checkpoint's head when it has
@@ -266,7 +334,7 @@ def load_pretrained(name_or_path, num_classes=_KEEP_CHECKPOINT_HEAD, dtype=jnp.f
           f'{name_or_path!r} is neither a file nor a published BiT model '
           f'({", ".join(sorted(models.KNOWN_MODELS))}).')
     path = download(str(name_or_path), cache)
-  arrays = read_npz(path)
+  arrays = read_any(path)
   arch = architecture_of(arrays)
   if num_classes is _KEEP_CHECKPOINT_HEAD or num_classes is None:
     num_classes = arch['num_classes']

@@ -140,7 +140,10 @@ class Trainer:
         params['head'] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), head)
       return arch, params
     if phase.init == 'scratch':
-      depth, width = models.parse_architecture(phase.model)
+      try:
+        depth, width = models.parse_architecture(phase.model)
+      except ValueError as e:
+        raise TrainingError(f'Phase {phase.name}: {e}') from e
       arch = dict(depth=depth, width=width, units=None)
       model = self._model(arch, phase)
       return arch, jax.jit(model.init)(jax.random.PRNGKey(phase.seed),

@@ -36,15 +36,15 @@ def assert_bit_exact(original, back):
 def test_round_trip_through_each_format_is_bit_exact(tmp_path, middle):
   if middle.endswith(('.pth', '.pt')):
     pytest.importorskip('torch')
-  arrays = convert.read_any(CHECKPOINT)
+  arrays = pretrained.read_any(CHECKPOINT)
   convert.write_any(arrays, tmp_path / middle)
-  convert.write_any(convert.read_any(tmp_path / middle), tmp_path / 'back.npz')
+  convert.write_any(pretrained.read_any(tmp_path / middle), tmp_path / 'back.npz')
   assert_bit_exact(official_arrays(), pretrained.read_npz(tmp_path / 'back.npz'))
 
 
 def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
   import orbax.checkpoint as ocp
-  arch = convert.write_any(convert.read_any(CHECKPOINT), tmp_path / 'ckpt')
+  arch = convert.write_any(pretrained.read_any(CHECKPOINT), tmp_path / 'ckpt')
   expected = pretrained.architecture_of(official_arrays())
   assert arch == dict(expected, units=expected['units'] and list(expected['units']))
   assert (arch['width'], arch['num_classes']) == (0.5, 10)
@@ -61,7 +61,7 @@ def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
 def test_pth_loads_into_timm_strictly_with_the_same_logits(tmp_path):
   timm = pytest.importorskip('bit_jax.timm_oracle').import_timm()
   import torch
-  convert.write_any(convert.read_any(CHECKPOINT), tmp_path / 'small.pth')
+  convert.write_any(pretrained.read_any(CHECKPOINT), tmp_path / 'small.pth')
   small = timm.models.resnetv2.ResNetV2(
       layers=[1, 1, 1, 1], channels=(128, 256, 512, 1024), num_classes=10, stem_chs=32,
       stem_type='fixed')
@@ -105,7 +105,7 @@ def test_cli_converts_with_forced_format_and_refuses_to_overwrite(tmp_path):
 def test_not_a_bit_checkpoint_or_unreadable_file_is_explained(tmp_path, monkeypatch):
   np.savez(tmp_path / 'other.npz', **{'conv1/kernel': np.zeros((3, 3, 3, 8), np.float32)})
   with pytest.raises(pretrained.CheckpointMismatchError, match='Not an official BiT'):
-    convert.read_any(tmp_path / 'other.npz')
+    pretrained.read_any(tmp_path / 'other.npz')
   arrays = official_arrays()
   del arrays['resnet/block2/unit01/b/group_norm/beta']
   with pytest.raises(pretrained.CheckpointMismatchError, match='group_norm/beta'):
@@ -113,11 +113,22 @@ def test_not_a_bit_checkpoint_or_unreadable_file_is_explained(tmp_path, monkeypa
   assert not (tmp_path / 'broken.npz').exists()
   (tmp_path / 'garbage.npz').write_bytes(b'not a zip archive')
   with pytest.raises(ValueError, match='Cannot read .*--from'):
-    convert.read_any(tmp_path / 'garbage.npz')
+    pretrained.read_any(tmp_path / 'garbage.npz')
   with pytest.raises(ValueError, match='Cannot read .*orbax'):
-    convert.read_any(tmp_path, 'orbax')
+    pretrained.read_any(tmp_path, 'orbax')
   with pytest.raises(FileNotFoundError):
-    convert.read_any(tmp_path / 'missing.pth')
+    pretrained.read_any(tmp_path / 'missing.pth')
   monkeypatch.setitem(sys.modules, 'torch', None)    # as if torch were not installed
   with pytest.raises(ImportError, match='pip install torch==2.13.0'):
     convert.write_any(official_arrays(), tmp_path / 'model.pth')
+
+
+@pytest.mark.parametrize('target', ['converted.pth', 'converted_orbax'])
+def test_load_pretrained_reads_converted_checkpoints(tmp_path, target):
+  if target.endswith('.pth'):
+    pytest.importorskip('torch')
+  convert.write_any(pretrained.read_npz(CHECKPOINT), tmp_path / target)
+  golden = np.load(TEST_DATA / 'golden_bit_small.npz')
+  model, params = pretrained.load_pretrained(tmp_path / target)
+  np.testing.assert_allclose(model.apply({'params': params}, golden['images']),
+                             golden['logits'], atol=1e-4)

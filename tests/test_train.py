@@ -61,6 +61,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     (dict(batch_size=12), 'does not divide over 8 devices'),
     (dict(dataset='no_such_dataset'), "cannot load dataset 'no_such_dataset'"),
     (dict(init='/nonexistent.npz'), 'cannot load init'),
+    (dict(model='R34x1'), "Unknown model 'R34x1'"),
     (dict(freeze='stage9'), 'matches no parameter'),
 ])
 def test_bad_input_gives_a_clear_message(tmp_path, overrides, message):

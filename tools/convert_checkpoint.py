@@ -24,18 +24,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bit_jax import models, pretrained  # noqa: E402
 
-FORMATS = ('npz', 'pth', 'orbax')
-
-
-def detect_format(path, forced: Optional[str] = None) -> str:
-  """`forced` if given, else from the name: .npz, .pth/.pt, anything else an orbax directory."""
-  suffix = pathlib.Path(path).suffix.lower()
-  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth'}.get(suffix, 'orbax')
-
-
-def _unreadable(path, fmt, error, expected):
-  return ValueError(f'Cannot read {path} as {fmt} ({type(error).__name__}: {error}). Expected '
-                    f'{expected}; if the file is in another format, say which with --from.')
+FORMATS = pretrained.FORMATS
 
 
 def architecture(arrays: Mapping[str, np.ndarray]) -> dict:
@@ -44,61 +33,10 @@ def architecture(arrays: Mapping[str, np.ndarray]) -> dict:
   return dict(arch, units=arch['units'] and list(arch['units']))
 
 
-def _torch():
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError('.pth checkpoints need torch: pip install torch==2.13.0') from e
-  return torch
-
-
-def _read(path, fmt: str) -> dict[str, np.ndarray]:
-  if fmt == 'npz':
-    try:
-      return pretrained.read_npz(path)
-    except pretrained.CheckpointMismatchError:
-      raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      raise _unreadable(path, fmt, e, 'arrays saved with np.savez (no pickled objects)') from e
-  if fmt == 'pth':
-    try:
-      state = _torch().load(path, map_location='cpu', weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-      raise _unreadable(path, fmt, e, 'a state_dict saved with torch.save') from e
-    if isinstance(state, Mapping) and isinstance(state.get('state_dict'), Mapping):
-      state = state['state_dict']                  # timm training checkpoints nest it here
-    if not isinstance(state, Mapping):
-      raise pretrained.CheckpointMismatchError(f'holds a {type(state).__name__}, not a state_dict.')
-    return pretrained.timm_to_npz(state)
-  import orbax.checkpoint as ocp
-  try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      tree = checkpointer.restore(os.path.abspath(path))
-  except (OSError, ValueError) as e:
-    raise _unreadable(path, fmt, e, 'a directory written by orbax StandardCheckpointer') from e
-  try:   # the stored 'bit_architecture' is for loaders; the params themselves tell it too
-    return pretrained.params_to_npz(tree['params'])
-  except (KeyError, TypeError) as e:
-    raise pretrained.CheckpointMismatchError(
-        f'not an orbax tree {{"params": BiT ResNet-V2 params}} ({type(e).__name__}: {e}).') from e
-
-
-def read_any(path, fmt: Optional[str] = None) -> dict[str, np.ndarray]:
-  """Official-layout arrays of a BiT checkpoint in any of the three formats."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist.')
-  try:
-    arrays = _read(path, detect_format(path, fmt))
-    architecture(arrays)                           # a BiT ResNet-V2 at all?
-  except pretrained.CheckpointMismatchError as e:
-    raise pretrained.CheckpointMismatchError(f'{path}: {e}') from e
-  return arrays
-
-
 def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
               overwrite: bool = False) -> dict:
   """Write official-layout arrays as `fmt`; returns their architecture."""
-  fmt = detect_format(path, fmt)
+  fmt = pretrained.detect_format(path, fmt)
   if os.path.lexists(path) and not overwrite:
     raise FileExistsError(f'{path} already exists; pass --overwrite to replace it.')
   arch = architecture(arrays)
@@ -116,7 +54,7 @@ def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
                         custom_metadata={'bit_architecture': arch})
       checkpointer.wait_until_finished()
     return arch
-  torch = _torch() if fmt == 'pth' else None
+  torch = pretrained.require_torch() if fmt == 'pth' else None
   partial = f'{path}.part'                         # DST only ever appears complete
   with open(partial, 'wb') as f:                   # a file object: np.savez adds no suffix
     if fmt == 'npz':
@@ -143,12 +81,12 @@ def main(argv=None) -> int:
   parser.add_argument('--to', dest='dst_format', choices=FORMATS, help='force DST format')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
   args = parser.parse_args(argv)
-  src_format = detect_format(args.src, args.src_format)
-  dst_format = detect_format(args.dst, args.dst_format)
+  src_format = pretrained.detect_format(args.src, args.src_format)
+  dst_format = pretrained.detect_format(args.dst, args.dst_format)
   if os.path.lexists(args.dst) and not args.overwrite:   # before the slow read
     parser.error(f'{args.dst} already exists; pass --overwrite to replace it.')
   try:
-    arrays = read_any(args.src, src_format)
+    arrays = pretrained.read_any(args.src, src_format)
     arch = write_any(arrays, args.dst, dst_format, overwrite=args.overwrite)
   except (OSError, ValueError, ImportError) as e:
     print(f'convert_checkpoint: error: {e}', file=sys.stderr)
