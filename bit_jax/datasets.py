@@ -4,12 +4,14 @@
 * `sklearn_digits`: the 1,797 real 8x8 handwritten digits that scikit-learn ships, so the
   demo runs offline on a fresh machine. 'test' is a fixed random fifth (seed 0), 'train' the
   rest (the file stores digits in a repeating 0-9 order, so index-based splits are biased);
+  'train[:60%]'-style slices of 'train' are random disjoint parts;
 * `folder:<root>`: images in `<root>/<split>/<class>/*`.
 
 `classes` keeps only some classes and numbers them 0..len(classes)-1 in the given order (the
 demo pre-trains on digits 0-4 and transfers to digits 5-9).
 """
 
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,14 +21,19 @@ from bit_jax import data_sources
 
 
 def digits_source(split: str) -> data_sources.DataSource:
+  """Split 'train' or 'test', optionally sliced TFDS-style: 'train[:60%]', 'train[60%:]'."""
   from sklearn.datasets import load_digits
   digits = load_digits()
   n = len(digits.target)
-  test = np.zeros(n, bool)
-  test[np.random.default_rng(0).permutation(n)[:n // 5]] = True
-  if split not in ('train', 'test'):
-    raise ValueError(f"sklearn_digits has splits 'train' and 'test', not {split!r}.")
-  keep = test if split == 'test' else ~test
+  order = np.random.default_rng(0).permutation(n)       # random, so slices are random too
+  parts = {'test': order[:n // 5], 'train': order[n // 5:]}
+  match = re.fullmatch(r'(train|test)(?:\[(\d*)%?:(\d*)%?\])?', split)
+  if not match:
+    raise ValueError(f"sklearn_digits has splits 'train' and 'test' (sliceable as "
+                     f"'train[:60%]'), not {split!r}.")
+  ids = parts[match.group(1)]
+  start, stop = (int(p) * len(ids) // 100 if p else None for p in match.group(2, 3))
+  keep = np.sort(ids[slice(start, stop)])
   images = np.round(digits.images[keep] * (255 / 16)).astype(np.uint8)   # 0..16 -> 0..255
   return data_sources.array_source(images, digits.target[keep], num_classes=10,
                                    name=f'sklearn_digits/{split}')

@@ -123,8 +123,8 @@ class Trainer:
   def _initial_params(self, phase, arch, previous, previous_phase):
     """(arch, params) for the start of `phase`: carried over, from scratch, or a checkpoint.
 
-    Carried-over weights keep their head only for the same task (dataset, classes and head
-    size); a new task gets a fresh zero head, as BiT fine-tuning does, even at equal size.
+    Carried-over weights keep their head only for the same task (dataset, split, classes and
+    head size); a new task gets a fresh zero head, as BiT fine-tuning does, even at equal size.
     """
     if phase.init == 'previous':
       if previous is None:
@@ -133,9 +133,9 @@ class Trainer:
       model = self._model(arch, phase)
       head = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                             jnp.zeros((1, phase.crop, phase.crop, 3)))['params']['head']
+      task = lambda p: (p.dataset, p.train_split, p.classes)
       same_task = (params['head']['kernel'].shape == head['kernel'].shape and
-                   (phase.dataset, phase.classes) ==
-                   (previous_phase.dataset, previous_phase.classes))
+                   task(phase) == task(previous_phase))
       if not same_task:
         params['head'] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), head)
       return arch, params
