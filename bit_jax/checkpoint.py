@@ -16,9 +16,12 @@ class Checkpoints:
   """Periodic + final checkpoints under `workdir/checkpoints`, keeping the newest `keep`."""
 
   def __init__(self, workdir, keep: int = 2):
+    # Synchronous saves: the train step donates the state's buffers, and on CPU an async save
+    # may still be reading zero-copy views of them when the next step overwrites them.
     self.manager = ocp.CheckpointManager(
         Path(workdir).absolute() / 'checkpoints',
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False),
         item_names=('state', 'progress'))
 
   def latest_step(self) -> Optional[int]:

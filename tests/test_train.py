@@ -106,13 +106,20 @@ def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
   resumed = command(tmp_path / 'run', *LONGER)
   output = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0 and 'Resuming from' in output, output
+  resumed_at = int(output.split('checkpoints step ')[1].split()[0])
 
   expected = json.loads((tmp_path / 'reference' / 'results.json').read_text())
   got = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert got['final'] == expected['final'] and got['steps'] == expected['steps'] == 40
   reference_losses, resumed_losses = losses(tmp_path / 'reference'), losses(tmp_path / 'run')
-  for step, loss in resumed_losses.items():
-    assert loss == reference_losses[step], step
+  # Logged losses are means over the steps since the previous log line; compare the windows
+  # that do not straddle the restart (SIGTERM also logs the partial window it stopped in).
+  log_every = 4
+  comparable = [step for step in resumed_losses if step % log_every == 0 and
+                (step <= resumed_at or step - log_every >= resumed_at)]
+  assert len(comparable) >= 8
+  for step in comparable:
+    assert resumed_losses[step] == reference_losses[step], step
 
 
 def free_port():
