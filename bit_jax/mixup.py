@@ -16,47 +16,47 @@ import jax.numpy as jnp
 
 
 def mixup(
-    rng: jax.Array,
-    images: jax.Array,
-    labels: jax.Array,
-    alpha: float,
-    per_example: bool = False,
+  rng: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  alpha: float,
+  per_example: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Mixes ``images`` [B, ...] and one-/multi-hot float ``labels`` [B, K].
+  """Mixes ``images`` [B, ...] and one-/multi-hot float ``labels`` [B, K].
 
-    ``alpha`` is static config (a Python number): 0 returns the inputs unchanged
-    without drawing anything. ``per_example=True`` draws one λ per example instead
-    of one per batch. Images and labels keep their dtypes (e.g. bfloat16).
-    """
-    if not isinstance(alpha, numbers.Real):
-        raise TypeError(
-            "Expected alpha as a Python number (static config, decided outside "
-            f"jit); got {type(alpha).__name__}. Pass the float from the config."
-        )
-    if alpha < 0:
-        raise ValueError(f"Expected alpha >= 0 for Beta(alpha, alpha); got {alpha}.")
-    if alpha == 0:
-        return images, labels
-    for name, array in (("images", images), ("labels", labels)):
-        if not jnp.issubdtype(array.dtype, jnp.floating):
-            raise TypeError(
-                f"Expected floating-point {name} (mixing integers would truncate); "
-                f"got {array.dtype}. Normalise or one-hot them before mixup."
-            )
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"Expected images and labels with the same batch size; got "
-            f"{images.shape[0]} and {labels.shape[0]}."
-        )
+  ``alpha`` is static config (a Python number): 0 returns the inputs unchanged
+  without drawing anything. ``per_example=True`` draws one λ per example instead
+  of one per batch. Images and labels keep their dtypes (e.g. bfloat16).
+  """
+  if not isinstance(alpha, numbers.Real):
+    raise TypeError(
+      "Expected alpha as a Python number (static config, decided outside "
+      f"jit); got {type(alpha).__name__}. Pass the float from the config."
+    )
+  if alpha < 0:
+    raise ValueError(f"Expected alpha >= 0 for Beta(alpha, alpha); got {alpha}.")
+  if alpha == 0:
+    return images, labels
+  for name, array in (("images", images), ("labels", labels)):
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+      raise TypeError(
+        f"Expected floating-point {name} (mixing integers would truncate); "
+        f"got {array.dtype}. Normalise or one-hot them before mixup."
+      )
+  if images.shape[0] != labels.shape[0]:
+    raise ValueError(
+      f"Expected images and labels with the same batch size; got "
+      f"{images.shape[0]} and {labels.shape[0]}."
+    )
 
-    batch_size = images.shape[0]
-    lam = jax.random.beta(rng, alpha, alpha, shape=(batch_size,) if per_example else ())
-    return _mix_with_reversed(images, lam), _mix_with_reversed(labels, lam)
+  batch_size = images.shape[0]
+  lam = jax.random.beta(rng, alpha, alpha, shape=(batch_size,) if per_example else ())
+  return _mix_with_reversed(images, lam), _mix_with_reversed(labels, lam)
 
 
 def _mix_with_reversed(x: jax.Array, lam: jax.Array) -> jax.Array:
-    # λ of shape [B] broadcasts over the example's other axes; a scalar just works.
-    lam = lam.reshape(lam.shape + (1,) * (x.ndim - lam.ndim)) if lam.ndim else lam
-    # Mix in float32 so bf16 inputs are rounded once, at the end.
-    x32 = x.astype(jnp.float32)
-    return (lam * x32 + (1.0 - lam) * x32[::-1]).astype(x.dtype)
+  # λ of shape [B] broadcasts over the example's other axes; a scalar just works.
+  lam = lam.reshape(lam.shape + (1,) * (x.ndim - lam.ndim)) if lam.ndim else lam
+  # Mix in float32 so bf16 inputs are rounded once, at the end.
+  x32 = x.astype(jnp.float32)
+  return (lam * x32 + (1.0 - lam) * x32[::-1]).astype(x.dtype)

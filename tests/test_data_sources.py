@@ -18,114 +18,114 @@ CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
 
 
 def _all(dataset):
-    return list(dataset.as_numpy_iterator())
+  return list(dataset.as_numpy_iterator())
 
 
 def test_tfds_source_matches_tfds_reader_on_mock_data():
-    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-        source = data_sources.tfds_source("cifar10", "train", download=False)
-        records = _all(source.records())
-        oracle = _all(tfds.load("cifar10", split="train", shuffle_files=False))
-        labels = source.labels()
-    assert source.num_examples == 12 and source.num_classes == 10
-    assert [r["id"] for r in records] == list(range(12))
-    for record, example in zip(records, oracle, strict=True):
-        assert record["image"].dtype == np.uint8 and record["image"].shape == (32, 32, 3)
-        np.testing.assert_array_equal(record["image"], example["image"])
-        assert record["label"] == example["label"]
-    np.testing.assert_array_equal(labels, [e["label"] for e in oracle])
+  with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = data_sources.tfds_source("cifar10", "train", download=False)
+    records = _all(source.records())
+    oracle = _all(tfds.load("cifar10", split="train", shuffle_files=False))
+    labels = source.labels()
+  assert source.num_examples == 12 and source.num_classes == 10
+  assert [r["id"] for r in records] == list(range(12))
+  for record, example in zip(records, oracle, strict=True):
+    assert record["image"].dtype == np.uint8 and record["image"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(record["image"], example["image"])
+    assert record["label"] == example["label"]
+  np.testing.assert_array_equal(labels, [e["label"] for e in oracle])
 
 
 @pytest.fixture(scope="module")
 def cifar_dir():
-    if not (CIFAR_DIR / "cifar10").is_dir():
-        pytest.skip(f"CIFAR-10 subset not found under {CIFAR_DIR}")
-    return CIFAR_DIR
+  if not (CIFAR_DIR / "cifar10").is_dir():
+    pytest.skip(f"CIFAR-10 subset not found under {CIFAR_DIR}")
+  return CIFAR_DIR
 
 
 def test_tfds_source_on_real_cifar(cifar_dir):
-    train = data_sources.tfds_source("cifar10", "train", data_dir=cifar_dir, download=False)
-    part = data_sources.tfds_source(
-        "cifar10", "train[:98%]", data_dir=cifar_dir, download=False
-    )
-    assert (train.num_examples, train.num_classes) == (5085, 10)
-    assert part.num_examples == 4983
-    oracle = np.array(
-        [label for _, label in tfds.as_numpy(tfds.load(
-            "cifar10", split="train", data_dir=cifar_dir, download=False, as_supervised=True
-        ))]
-    )
-    np.testing.assert_array_equal(train.labels(), oracle)
-    np.testing.assert_array_equal(part.labels(), oracle[:4983])  # a slice keeps positions
+  train = data_sources.tfds_source("cifar10", "train", data_dir=cifar_dir, download=False)
+  part = data_sources.tfds_source(
+    "cifar10", "train[:98%]", data_dir=cifar_dir, download=False
+  )
+  assert (train.num_examples, train.num_classes) == (5085, 10)
+  assert part.num_examples == 4983
+  oracle = np.array(
+    [label for _, label in tfds.as_numpy(tfds.load(
+      "cifar10", split="train", data_dir=cifar_dir, download=False, as_supervised=True
+    ))]
+  )
+  np.testing.assert_array_equal(train.labels(), oracle)
+  np.testing.assert_array_equal(part.labels(), oracle[:4983])  # a slice keeps positions
 
 
 def test_tfds_source_without_data_says_how_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="download=True"):
-        data_sources.tfds_source("cifar10", "train", data_dir=tmp_path, download=False)
+  with pytest.raises(FileNotFoundError, match="download=True"):
+    data_sources.tfds_source("cifar10", "train", data_dir=tmp_path, download=False)
 
 
 def _write(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(pixels).save(path)
 
 
 @pytest.fixture
 def image_folder(tmp_path):
-    """train/{cat,dog,emu}, test/{cat,emu}: 'dog' only in train, mixed kinds of image."""
-    rng = np.random.default_rng(0)
-    shapes = {
-        "train/cat/b.png": (5, 6, 3),
-        "train/cat/a.png": (7, 4),  # grayscale
-        "train/dog/c.png": (3, 3, 4),  # RGBA
-        "test/cat/e.png": (4, 4, 3),
-        "test/emu/f.png": (4, 4, 3),
-    }
-    pixels = {name: rng.integers(0, 256, shape, np.uint8) for name, shape in shapes.items()}
-    pixels["train/emu/d.jpg"] = np.full((8, 8, 3), 200, np.uint8)
-    for name, image in pixels.items():
-        _write(tmp_path / name, image)
-    (tmp_path / "train/emu/notes.txt").write_text("not an image")
-    return tmp_path, pixels
+  """train/{cat,dog,emu}, test/{cat,emu}: 'dog' only in train, mixed kinds of image."""
+  rng = np.random.default_rng(0)
+  shapes = {
+    "train/cat/b.png": (5, 6, 3),
+    "train/cat/a.png": (7, 4),  # grayscale
+    "train/dog/c.png": (3, 3, 4),  # RGBA
+    "test/cat/e.png": (4, 4, 3),
+    "test/emu/f.png": (4, 4, 3),
+  }
+  pixels = {name: rng.integers(0, 256, shape, np.uint8) for name, shape in shapes.items()}
+  pixels["train/emu/d.jpg"] = np.full((8, 8, 3), 200, np.uint8)
+  for name, image in pixels.items():
+    _write(tmp_path / name, image)
+  (tmp_path / "train/emu/notes.txt").write_text("not an image")
+  return tmp_path, pixels
 
 
 def test_image_folder_ids_labels_and_channels(image_folder):
-    root, pixels = image_folder
-    train = data_sources.image_folder_source(root, "train")
-    test = data_sources.image_folder_source(root, "test")
-    assert train.num_classes == test.num_classes == 3  # cat, dog, emu in both
-    records = _all(train.records())
-    assert [r["id"] for r in records] == [0, 1, 2, 3]
-    assert [r["label"] for r in records] == [0, 0, 1, 2]
-    np.testing.assert_array_equal(train.labels(), [0, 0, 1, 2])
-    np.testing.assert_array_equal(test.labels(), [0, 2])  # emu is 2, not 1
-    gray, color, rgba, jpeg = (r["image"] for r in records)  # a.png sorts before b.png
-    np.testing.assert_array_equal(gray, np.repeat(pixels["train/cat/a.png"][..., None], 3, -1))
-    np.testing.assert_array_equal(color, pixels["train/cat/b.png"])
-    np.testing.assert_array_equal(rgba, pixels["train/dog/c.png"][..., :3])
-    assert jpeg.shape == (8, 8, 3) and np.abs(jpeg.astype(int) - 200).max() <= 2
+  root, pixels = image_folder
+  train = data_sources.image_folder_source(root, "train")
+  test = data_sources.image_folder_source(root, "test")
+  assert train.num_classes == test.num_classes == 3  # cat, dog, emu in both
+  records = _all(train.records())
+  assert [r["id"] for r in records] == [0, 1, 2, 3]
+  assert [r["label"] for r in records] == [0, 0, 1, 2]
+  np.testing.assert_array_equal(train.labels(), [0, 0, 1, 2])
+  np.testing.assert_array_equal(test.labels(), [0, 2])  # emu is 2, not 1
+  gray, color, rgba, jpeg = (r["image"] for r in records)  # a.png sorts before b.png
+  np.testing.assert_array_equal(gray, np.repeat(pixels["train/cat/a.png"][..., None], 3, -1))
+  np.testing.assert_array_equal(color, pixels["train/cat/b.png"])
+  np.testing.assert_array_equal(rgba, pixels["train/dog/c.png"][..., :3])
+  assert jpeg.shape == (8, 8, 3) and np.abs(jpeg.astype(int) - 200).max() <= 2
 
 
 def test_corrupt_image_is_named_or_skipped_and_counted(image_folder):
-    root, _ = image_folder
-    (root / "train/cat/zz_truncated.png").write_bytes((root / "train/cat/b.png").read_bytes()[:40])
-    (root / "train/dog/bad.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(ValueError, match=r"2 in .* cannot be read, e\.g\. .*zz_truncated\.png"):
-        data_sources.image_folder_source(root, "train")
+  root, _ = image_folder
+  (root / "train/cat/zz_truncated.png").write_bytes((root / "train/cat/b.png").read_bytes()[:40])
+  (root / "train/dog/bad.jpg").write_bytes(b"not a jpeg at all")
+  with pytest.raises(ValueError, match=r"2 in .* cannot be read, e\.g\. .*zz_truncated\.png"):
+    data_sources.image_folder_source(root, "train")
 
-    source = data_sources.image_folder_source(root, "train", skip_corrupt=True)
-    assert [Path(f).name for f in source.skipped_files] == ["zz_truncated.png", "bad.jpg"]
-    assert source.num_examples == 4
-    # No label shifts: every kept image still carries the label of its folder.
-    assert [r["label"] for r in _all(source.records())] == [0, 0, 1, 2]
+  source = data_sources.image_folder_source(root, "train", skip_corrupt=True)
+  assert [Path(f).name for f in source.skipped_files] == ["zz_truncated.png", "bad.jpg"]
+  assert source.num_examples == 4
+  # No label shifts: every kept image still carries the label of its folder.
+  assert [r["label"] for r in _all(source.records())] == [0, 0, 1, 2]
 
 
 def test_array_source_grayscale_becomes_rgb_and_bad_input_is_explained():
-    images = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    source = data_sources.array_source(images, np.array([1, 0]))
-    records = _all(source.records())
-    assert source.num_classes == 2 and [r["id"] for r in records] == [0, 1]
-    np.testing.assert_array_equal(records[1]["image"], np.repeat(images[1][..., None], 3, -1))
-    with pytest.raises(ValueError, match="astype"):
-        data_sources.array_source(images / 255.0, np.array([1, 0]))
-    with pytest.raises(ValueError, match=r"labels in \[0, 2\)"):
-        data_sources.array_source(images, np.array([1, 2]), num_classes=2)
+  images = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+  source = data_sources.array_source(images, np.array([1, 0]))
+  records = _all(source.records())
+  assert source.num_classes == 2 and [r["id"] for r in records] == [0, 1]
+  np.testing.assert_array_equal(records[1]["image"], np.repeat(images[1][..., None], 3, -1))
+  with pytest.raises(ValueError, match="astype"):
+    data_sources.array_source(images / 255.0, np.array([1, 0]))
+  with pytest.raises(ValueError, match=r"labels in \[0, 2\)"):
+    data_sources.array_source(images, np.array([1, 2]), num_classes=2)

@@ -24,165 +24,165 @@ LARGE = [500, 6000, 12_000, 18_000, 20_000]
 
 # num_examples, official supports, mixup alpha, typical image (h, w), (resize, crop)
 OFFICIAL_TABLE = [
-    (1_000, SMALL, 0.0, (32, 32), (160, 128)),
-    (19_999, SMALL, 0.0, (224, 224), (512, 480)),
-    (20_000, MEDIUM, 0.1, (32, 32), (160, 128)),
-    (50_000, MEDIUM, 0.1, (32, 32), (160, 128)),
-    (499_999, MEDIUM, 0.1, (500, 375), (512, 480)),
-    (500_000, LARGE, 0.1, (224, 224), (512, 480)),
-    (1_281_167, LARGE, 0.1, (224, 224), (512, 480)),
+  (1_000, SMALL, 0.0, (32, 32), (160, 128)),
+  (19_999, SMALL, 0.0, (224, 224), (512, 480)),
+  (20_000, MEDIUM, 0.1, (32, 32), (160, 128)),
+  (50_000, MEDIUM, 0.1, (32, 32), (160, 128)),
+  (499_999, MEDIUM, 0.1, (500, 375), (512, 480)),
+  (500_000, LARGE, 0.1, (224, 224), (512, 480)),
+  (1_281_167, LARGE, 0.1, (224, 224), (512, 480)),
 ]
 
 
 @pytest.mark.parametrize("num_examples, supports, alpha, image_hw, res", OFFICIAL_TABLE)
 def test_official_table(num_examples, supports, alpha, image_hw, res):
-    plan = hyperrule.schedule(num_examples)
-    assert [plan.warmup_steps, *plan.decay_boundaries, plan.total_steps] == supports
-    assert hyperrule.mixup_alpha(num_examples) == alpha
-    assert hyperrule.resolution(image_hw) == res
+  plan = hyperrule.schedule(num_examples)
+  assert [plan.warmup_steps, *plan.decay_boundaries, plan.total_steps] == supports
+  assert hyperrule.mixup_alpha(num_examples) == alpha
+  assert hyperrule.resolution(image_hw) == res
 
 
 # (step, lr) around every support with base lr 0.003. At and after the last support
 # the official code returns None (stop); this module documents 0.0 instead.
 SMALL_LRS = [
-    (0, 0.0), (1, 0.00003), (50, 0.0015), (99, 0.00297), (100, 0.003), (101, 0.003),
-    (199, 0.003), (200, 0.003), (201, 0.0003),
-    (299, 0.0003), (300, 0.0003), (301, 3e-5),
-    (399, 3e-5), (400, 3e-5), (401, 3e-6),
-    (499, 3e-6), (500, 0.0), (501, 0.0),
+  (0, 0.0), (1, 0.00003), (50, 0.0015), (99, 0.00297), (100, 0.003), (101, 0.003),
+  (199, 0.003), (200, 0.003), (201, 0.0003),
+  (299, 0.0003), (300, 0.0003), (301, 3e-5),
+  (399, 3e-5), (400, 3e-5), (401, 3e-6),
+  (499, 3e-6), (500, 0.0), (501, 0.0),
 ]
 MEDIUM_LRS = [
-    (0, 0.0), (1, 0.000006), (499, 0.002994), (500, 0.003), (501, 0.003),
-    (2999, 0.003), (3000, 0.003), (3001, 0.0003),
-    (5999, 0.0003), (6000, 0.0003), (6001, 3e-5),
-    (8999, 3e-5), (9000, 3e-5), (9001, 3e-6),
-    (9999, 3e-6), (10_000, 0.0), (10_001, 0.0),
+  (0, 0.0), (1, 0.000006), (499, 0.002994), (500, 0.003), (501, 0.003),
+  (2999, 0.003), (3000, 0.003), (3001, 0.0003),
+  (5999, 0.0003), (6000, 0.0003), (6001, 3e-5),
+  (8999, 3e-5), (9000, 3e-5), (9001, 3e-6),
+  (9999, 3e-6), (10_000, 0.0), (10_001, 0.0),
 ]
 LARGE_LRS = [
-    (0, 0.0), (1, 0.000006), (499, 0.002994), (500, 0.003), (501, 0.003),
-    (5999, 0.003), (6000, 0.003), (6001, 0.0003),
-    (11_999, 0.0003), (12_000, 0.0003), (12_001, 3e-5),
-    (17_999, 3e-5), (18_000, 3e-5), (18_001, 3e-6),
-    (19_999, 3e-6), (20_000, 0.0), (20_001, 0.0),
+  (0, 0.0), (1, 0.000006), (499, 0.002994), (500, 0.003), (501, 0.003),
+  (5999, 0.003), (6000, 0.003), (6001, 0.0003),
+  (11_999, 0.0003), (12_000, 0.0003), (12_001, 3e-5),
+  (17_999, 3e-5), (18_000, 3e-5), (18_001, 3e-6),
+  (19_999, 3e-6), (20_000, 0.0), (20_001, 0.0),
 ]
 LR_CASES = (
-    [(1_000, step, lr) for step, lr in SMALL_LRS]
-    + [(50_000, step, lr) for step, lr in MEDIUM_LRS]
-    + [(1_281_167, step, lr) for step, lr in LARGE_LRS]
+  [(1_000, step, lr) for step, lr in SMALL_LRS]
+  + [(50_000, step, lr) for step, lr in MEDIUM_LRS]
+  + [(1_281_167, step, lr) for step, lr in LARGE_LRS]
 )
 
 
 @pytest.mark.parametrize("num_examples, step, expected", LR_CASES)
 def test_learning_rate_matches_official(num_examples, step, expected):
-    lr = hyperrule.learning_rate(step, num_examples, 0.003)
-    assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
+  lr = hyperrule.learning_rate(step, num_examples, 0.003)
+  assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 @pytest.mark.parametrize(
-    "num_examples, cases", [(1_000, SMALL_LRS), (50_000, MEDIUM_LRS), (1_281_167, LARGE_LRS)]
+  "num_examples, cases", [(1_000, SMALL_LRS), (50_000, MEDIUM_LRS), (1_281_167, LARGE_LRS)]
 )
 def test_optax_schedule_matches_official_under_jit(num_examples, cases):
-    lr_at = jax.jit(hyperrule.optax_schedule(num_examples, 0.003))
-    for step, expected in cases:
-        lr = lr_at(jnp.int32(step))
-        assert lr.dtype == jnp.float32
-        assert float(lr) == pytest.approx(expected, rel=1e-6, abs=1e-12), step
+  lr_at = jax.jit(hyperrule.optax_schedule(num_examples, 0.003))
+  for step, expected in cases:
+    lr = lr_at(jnp.int32(step))
+    assert lr.dtype == jnp.float32
+    assert float(lr) == pytest.approx(expected, rel=1e-6, abs=1e-12), step
 
 
 def test_optax_schedule_drives_sgd_updates():
-    # optax passes its own traced int32 step count; with a constant gradient of 1
-    # and no momentum the update is -lr(step), so the schedule is what optax sees.
-    optimizer = optax.sgd(hyperrule.optax_schedule(1_000, 0.003))
-    params = jnp.zeros(())
-    state = optimizer.init(params)
-    update_fn = jax.jit(optimizer.update)
-    seen = []
-    for _ in range(3):
-        updates, state = update_fn(jnp.ones(()), state, params)
-        seen.append(float(updates))
-    assert seen == pytest.approx([0.0, -0.00003, -0.00006], rel=1e-6)
+  # optax passes its own traced int32 step count; with a constant gradient of 1
+  # and no momentum the update is -lr(step), so the schedule is what optax sees.
+  optimizer = optax.sgd(hyperrule.optax_schedule(1_000, 0.003))
+  params = jnp.zeros(())
+  state = optimizer.init(params)
+  update_fn = jax.jit(optimizer.update)
+  seen = []
+  for _ in range(3):
+    updates, state = update_fn(jnp.ones(()), state, params)
+    seen.append(float(updates))
+  assert seen == pytest.approx([0.0, -0.00003, -0.00006], rel=1e-6)
 
 
 def test_explicit_schedule_overrides_dataset_size():
-    plan = hyperrule.Schedule(warmup_steps=10, decay_boundaries=(20,), total_steps=30)
-    lr_at = jax.jit(hyperrule.optax_schedule(None, 0.01, schedule=plan))
-    expected = {0: 0.0, 5: 0.005, 10: 0.01, 20: 0.01, 21: 0.001, 29: 0.001, 30: 0.0}
-    for step, lr in expected.items():
-        assert hyperrule.learning_rate(step, None, 0.01, schedule=plan) == pytest.approx(lr)
-        assert float(lr_at(step)) == pytest.approx(lr, rel=1e-6)
+  plan = hyperrule.Schedule(warmup_steps=10, decay_boundaries=(20,), total_steps=30)
+  lr_at = jax.jit(hyperrule.optax_schedule(None, 0.01, schedule=plan))
+  expected = {0: 0.0, 5: 0.005, 10: 0.01, 20: 0.01, 21: 0.001, 29: 0.001, 30: 0.0}
+  for step, lr in expected.items():
+    assert hyperrule.learning_rate(step, None, 0.01, schedule=plan) == pytest.approx(lr)
+    assert float(lr_at(step)) == pytest.approx(lr, rel=1e-6)
 
 
 def test_no_warmup_schedule_starts_at_base_lr():
-    plan = hyperrule.Schedule(warmup_steps=0, decay_boundaries=(), total_steps=5)
-    lr_at = hyperrule.optax_schedule(None, 0.1, schedule=plan)
-    assert hyperrule.learning_rate(0, None, 0.1, schedule=plan) == 0.1
-    assert float(lr_at(0)) == pytest.approx(0.1)
-    assert float(lr_at(5)) == 0.0
+  plan = hyperrule.Schedule(warmup_steps=0, decay_boundaries=(), total_steps=5)
+  lr_at = hyperrule.optax_schedule(None, 0.1, schedule=plan)
+  assert hyperrule.learning_rate(0, None, 0.1, schedule=plan) == 0.1
+  assert float(lr_at(0)) == pytest.approx(0.1)
+  assert float(lr_at(5)) == 0.0
 
 
 @pytest.mark.parametrize(
-    "warmup, boundaries, total",
-    [(-1, (), 10), (5, (3,), 10), (1, (8, 4), 10), (1, (12,), 10), (0, (), 0)],
+  "warmup, boundaries, total",
+  [(-1, (), 10), (5, (3,), 10), (1, (8, 4), 10), (1, (12,), 10), (0, (), 0)],
 )
 def test_invalid_schedule_is_rejected(warmup, boundaries, total):
-    with pytest.raises(ValueError, match="warmup_steps"):
-        hyperrule.Schedule(warmup, boundaries, total)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    hyperrule.Schedule(warmup, boundaries, total)
 
 
 def test_schedule_needs_size_or_override():
-    with pytest.raises(ValueError, match="num_examples"):
-        hyperrule.learning_rate(0, None)
-    with pytest.raises(ValueError, match="num_examples"):
-        hyperrule.optax_schedule(None)
+  with pytest.raises(ValueError, match="num_examples"):
+    hyperrule.learning_rate(0, None)
+  with pytest.raises(ValueError, match="num_examples"):
+    hyperrule.optax_schedule(None)
 
 
 def test_batch_scaling():
-    assert hyperrule.base_learning_rate(512) == pytest.approx(0.003)
-    assert hyperrule.base_learning_rate(128) == pytest.approx(0.00075)
-    assert hyperrule.base_learning_rate(4096) == pytest.approx(0.024)
-    with pytest.raises(ValueError, match="positive"):
-        hyperrule.base_learning_rate(0)
+  assert hyperrule.base_learning_rate(512) == pytest.approx(0.003)
+  assert hyperrule.base_learning_rate(128) == pytest.approx(0.00075)
+  assert hyperrule.base_learning_rate(4096) == pytest.approx(0.024)
+  with pytest.raises(ValueError, match="positive"):
+    hyperrule.base_learning_rate(0)
 
 
 def test_optimizer_constants():
-    assert hyperrule.MOMENTUM == 0.9
-    assert hyperrule.WEIGHT_DECAY == 0.0
+  assert hyperrule.MOMENTUM == 0.9
+  assert hyperrule.WEIGHT_DECAY == 0.0
 
 
 def test_resolution_area_boundary_is_strict():
-    assert hyperrule.resolution((95, 95)) == (160, 128)
-    assert hyperrule.resolution((96, 96)) == (512, 480)
-    # Area decides, not the sides: 64 x 143 = 9152 < 9216, 64 x 144 = 9216.
-    assert hyperrule.resolution((64, 143)) == (160, 128)
-    assert hyperrule.resolution((64, 144)) == (512, 480)
+  assert hyperrule.resolution((95, 95)) == (160, 128)
+  assert hyperrule.resolution((96, 96)) == (512, 480)
+  # Area decides, not the sides: 64 x 143 = 9152 < 9216, 64 x 144 = 9216.
+  assert hyperrule.resolution((64, 143)) == (160, 128)
+  assert hyperrule.resolution((64, 144)) == (512, 480)
 
 
 def test_paper_resolution_rule():
-    assert hyperrule.resolution((224, 224), rule="paper") == (448, 384)
-    assert hyperrule.resolution((32, 32), rule="paper") == (160, 128)
-    with pytest.raises(ValueError, match="official"):
-        hyperrule.resolution((32, 32), rule="papr")
+  assert hyperrule.resolution((224, 224), rule="paper") == (448, 384)
+  assert hyperrule.resolution((32, 32), rule="paper") == (160, 128)
+  with pytest.raises(ValueError, match="official"):
+    hyperrule.resolution((32, 32), rule="papr")
 
 
 def test_image_size_reads_tfds_metadata():
-    if not TFDS_DIR.is_dir():
-        pytest.skip(f"no TFDS data at {TFDS_DIR}")
-    assert hyperrule.image_size("cifar10", data_dir=str(TFDS_DIR)) == (32, 32)
-    # mnist is not in the official table, so (28, 28) can only come from metadata.
-    assert hyperrule.image_size("mnist", data_dir=str(TFDS_DIR)) == (28, 28)
+  if not TFDS_DIR.is_dir():
+    pytest.skip(f"no TFDS data at {TFDS_DIR}")
+  assert hyperrule.image_size("cifar10", data_dir=str(TFDS_DIR)) == (32, 32)
+  # mnist is not in the official table, so (28, 28) can only come from metadata.
+  assert hyperrule.image_size("mnist", data_dir=str(TFDS_DIR)) == (28, 28)
 
 
 def test_image_size_falls_back_to_official_table_then_none():
-    # TFDS declares pets as (None, None, 3): the official table supplies 224 x 224.
-    assert hyperrule.image_size("oxford_iiit_pet") == (224, 224)
-    assert hyperrule.image_size("oxford_flowers102") == (224, 224)
-    assert hyperrule.image_size("no_such_dataset_anywhere") is None
+  # TFDS declares pets as (None, None, 3): the official table supplies 224 x 224.
+  assert hyperrule.image_size("oxford_iiit_pet") == (224, 224)
+  assert hyperrule.image_size("oxford_flowers102") == (224, 224)
+  assert hyperrule.image_size("no_such_dataset_anywhere") is None
 
 
 def test_image_size_from_examples_takes_median():
-    images = [np.zeros((32, 32, 3))] * 4 + [np.zeros((500, 300, 3))]
-    assert hyperrule.image_size_from_examples(images) == (32, 32)
-    assert hyperrule.image_size_from_examples(iter(images), max_examples=1) == (32, 32)
-    assert hyperrule.image_size_from_examples([np.zeros((10, 20)), np.zeros((30, 40))]) == (20, 30)
-    with pytest.raises(ValueError, match="empty"):
-        hyperrule.image_size_from_examples([])
+  images = [np.zeros((32, 32, 3))] * 4 + [np.zeros((500, 300, 3))]
+  assert hyperrule.image_size_from_examples(images) == (32, 32)
+  assert hyperrule.image_size_from_examples(iter(images), max_examples=1) == (32, 32)
+  assert hyperrule.image_size_from_examples([np.zeros((10, 20)), np.zeros((30, 40))]) == (20, 30)
+  with pytest.raises(ValueError, match="empty"):
+    hyperrule.image_size_from_examples([])
