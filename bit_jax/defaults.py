@@ -56,6 +56,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.plateau_factor = 0.1
   c.early_stopping_patience = config_dict.placeholder(int)
 
+  # Few-shot linear probe of the pre-logits (bit_jax/fewshot.py) at every evaluation, e.g. to
+  # watch feature quality during upstream training.
+  c.fewshot_shots = ()                                 # e.g. (1, 5, 10); () turns it off
+  c.fewshot_dataset = config_dict.placeholder(str)     # None: the phase's dataset
+  c.fewshot_classes = config_dict.placeholder(tuple)   # e.g. classes not trained on
+  c.fewshot_l2 = 1024.0
+
   # Bookkeeping.
   c.seed = 0
   c.log_every = 10

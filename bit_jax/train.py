@@ -32,8 +32,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from bit_jax import (checkpoint, datasets, hyperrule, input_pipeline, metrics, models, optim,
-                     phases, pretrained, steps, subsets)
+from bit_jax import (checkpoint, datasets, fewshot, hyperrule, input_pipeline, metrics, models,
+                     optim, phases, pretrained, steps, subsets)
 
 DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'demo.py')
 
@@ -343,6 +343,9 @@ class Trainer:
   def _eval_and_log(self, eval_step, state, test_data, val_data, plateau, phase, progress):
     test = self._evaluate(eval_step, state['params'], test_data)
     scalars = {'test_top1': test['top1'], 'test_top5': test['top5'], 'test_loss': test['loss']}
+    if phase.fewshot_shots:
+      scalars.update(fewshot.probe_phase(phase, self._model(progress['arch'], phase),
+                                         state['params']))
     stop = False
     if val_data is not None:
       val = self._evaluate(eval_step, state['params'], val_data)
@@ -357,6 +360,9 @@ class Trainer:
   def _final_eval(self, eval_step, state, test_data, val_data, phase, progress):
     test = self._evaluate(eval_step, state['params'], test_data)
     result = {'top1': test['top1'], 'top5': test['top5'], 'test_examples': test['count']}
+    if phase.fewshot_shots:
+      result.update(fewshot.probe_phase(phase, self._model(progress['arch'], phase),
+                                        state['params']))
     if val_data is not None:
       result['val_top1'] = self._evaluate(eval_step, state['params'], val_data)['top1']
     self.writer.write(progress['global_step'], test_top1=test['top1'], test_top5=test['top5'])

@@ -184,3 +184,12 @@ def test_upstream_recipe_path_sigmoid_multi_hot_inception_crop(tmp_path):
   results = train.run(tiny_config(loss='sigmoid', preprocess='inception', weight_decay=1e-4,
                                   total_steps=4, eval_every=0), tmp_path)
   assert results['steps'] == 4 and results['final']['test_examples'] > 0
+
+
+def test_fewshot_probe_runs_during_training(tmp_path):
+  results = train.run(tiny_config(total_steps=4, eval_every=2, fewshot_shots=(1, 2),
+                                  fewshot_classes=(3, 4, 5)), tmp_path)
+  final = results['final']
+  assert 0 <= final['fewshot_1shot_top1'] <= 1 and 0 <= final['fewshot_2shot_top1'] <= 1
+  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert any('fewshot_2shot_top1' in l for l in lines)

@@ -1,0 +1,162 @@
+"""Few-shot linear evaluation on frozen pre-logits, in closed form, as big_vision does.
+
+    python -m bit_jax.fewshot --model=BiT-M-R50x1 --dataset=cifar10 --shots=1,5,10,25
+    python -m bit_jax.fewshot --model=/tmp/sweep/upstream_large/final.npz --dataset=cifar10 \
+        --data_dir=../shared/data/tfds --classes=5,6,7,8,9 --shots=1,5,10,25,100 --crop=32
+
+prints one line per k: the k-shot training set size and the test top-1 of the probe.
+
+For each k the training set is `subsets.per_class(labels, k, seed)` (nested: the 1-shot images
+are among the 5-shot ones). Features are `model.apply(..., return_intermediates=True)[1]
+['pre_logits']` of the eval preprocessing (resize to `crop`, no augmentation); each dimension
+is standardised with the training set's mean and std (+1e-5), a constant column of 100 is
+appended (a bias that the ridge penalty barely touches), and the targets are one-hot
+rescaled to +-1. Then W = (X^T X + l2 I)^-1 X^T Y, the prediction is argmax(X_test W), and
+the accuracy is measured on the whole eval split. big_vision's default l2 is 2^10.
+
+`fewshot_accuracies` is the function to call from research code or during upstream training
+(`probe_phase` reads its settings from a phase config).
+"""
+
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from absl.flags import FLAGS
+
+from bit_jax import datasets, hyperrule, input_pipeline, pretrained, subsets
+
+L2 = 2.0 ** 10           # big_vision's fewshot default
+BIAS_CONSTANT = 100.0    # big_vision: a large constant feature, so the bias is ~unregularised
+STD_EPS = 1e-5
+
+
+def pre_logits_fn(model):
+  """A jitted `(params, images) -> pre-logits`; build it once, it compiles per image shape."""
+  return jax.jit(lambda p, x: model.apply({'params': p}, x,
+                                          return_intermediates=True)[1]['pre_logits'])
+
+
+def features(apply, params, source, *, crop, ids=None, batch_size=256):
+  """(pre-logit features [n, d] float64, labels [n], ids [n]) of `source`'s `ids` (all if
+  None); `apply` is a `pre_logits_fn(model)`."""
+  # One process reads everything: the probe is small and every process gets the same answer.
+  batches = input_pipeline.eval_data(source, global_batch_size=batch_size, crop=crop, ids=ids,
+                                     process_index=0, process_count=1)
+  feats, labels, read = [], [], []
+  for batch in batches:
+    mask = batch['mask']
+    feats.append(np.asarray(apply(params, batch['image']), np.float64)[mask])
+    labels.append(batch['label'][mask])
+    read.append(batch['id'][mask])
+  return np.concatenate(feats), np.concatenate(labels), np.concatenate(read)
+
+
+def _design(x, mean, std):
+  x = (x - mean) / std
+  return np.concatenate([x, np.full((len(x), 1), BIAS_CONSTANT)], axis=1)
+
+
+def fit_ridge(x, labels, num_classes, l2=L2):
+  """(mean, std, W) of the closed-form ridge regression of +-1 one-hot targets on `x`."""
+  mean, std = x.mean(axis=0), x.std(axis=0) + STD_EPS
+  design = _design(x, mean, std)
+  targets = 2.0 * np.eye(num_classes)[labels] - 1.0
+  n, d = design.shape
+  if n < d:   # the same W by the push-through identity, solving an n x n system instead
+    w = design.T @ np.linalg.solve(design @ design.T + l2 * np.eye(n), targets)
+  else:
+    w = np.linalg.solve(design.T @ design + l2 * np.eye(d), design.T @ targets)
+  return mean, std, w
+
+
+def predict(fit, x):
+  mean, std, w = fit
+  return np.argmax(_design(x, mean, std) @ w, axis=1)
+
+
+def fewshot_accuracies(model, params, train_source, test_source, shots, crop, seed=0, *,
+                       l2=L2, batch_size=256):
+  """{k: test top-1} of the ridge probe trained on k images per class, for each k in shots."""
+  shots = sorted(shots)
+  labels = train_source.labels()
+  largest = subsets.per_class(labels, shots[-1], seed)
+  apply = pre_logits_fn(model)
+  train_x, train_y, train_ids = features(apply, params, train_source, crop=crop, ids=largest,
+                                         batch_size=batch_size)
+  test_x, test_y, _ = features(apply, params, test_source, crop=crop, batch_size=batch_size)
+  accuracies = {}
+  for k in shots:     # the k-shot sets are nested: each is a subset of the largest one's rows
+    rows = np.isin(train_ids, subsets.per_class(labels, k, seed))
+    fit = fit_ridge(train_x[rows], train_y[rows], train_source.num_classes, l2)
+    accuracies[k] = float(np.mean(predict(fit, test_x) == test_y))
+  return accuracies
+
+
+def probe_phase(phase, model, params) -> dict:
+  """{'fewshot_<k>shot_top1': ...} for a phase config with `fewshot_shots` (and optionally
+  `fewshot_dataset`, `fewshot_classes`, `fewshot_l2`): the hook for upstream training."""
+  # Each process probes on one local device, with its own copy of the replicated parameters.
+  params = jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a,
+                        params)
+  dataset = phase.get('fewshot_dataset') or phase.dataset
+  train_source, test_source = (
+      datasets.get_source(dataset, split, data_dir=phase.data_dir,
+                          classes=phase.get('fewshot_classes'))
+      for split in (phase.train_split, phase.eval_split))
+  accuracies = fewshot_accuracies(model, params, train_source, test_source,
+                                  phase.fewshot_shots, phase.crop, phase.subset_seed,
+                                  l2=phase.get('fewshot_l2') or L2)
+  return {f'fewshot_{k}shot_top1': v for k, v in accuracies.items()}
+
+
+def define_flags():
+  """The command line's flags; defined only when run as a script, so that importing this
+  module (e.g. from train.py) adds no flags to other programs."""
+  flags.DEFINE_string('model', None, "Published BiT name or official-layout .npz (e.g. a run's "
+                      'final.npz).')
+  flags.DEFINE_string('dataset', 'cifar10', 'Dataset name (see bit_jax/datasets.py).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir.')
+  flags.DEFINE_list('classes', None, 'Keep these classes only (e.g. 5,6,7,8,9).')
+  flags.DEFINE_list('shots', ['1', '5', '10', '25'], 'Images per class to fit on.')
+  flags.DEFINE_integer('crop', None, 'Image side; default: the HyperRule crop.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the k-shot subsets.')
+  flags.DEFINE_float('l2', L2, 'Ridge penalty.')
+  flags.DEFINE_string('train_split', 'train', 'Split the probe is fitted on.')
+  flags.DEFINE_string('eval_split', 'test', 'Split the probe is tested on.')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.model:
+    raise app.UsageError('--model is required: a published BiT name or a .npz path.')
+  logging.set_verbosity(logging.WARNING)    # TFDS logs every dataset it opens at INFO
+  classes = tuple(int(c) for c in FLAGS.classes) if FLAGS.classes else None
+  train_source, test_source = (
+      datasets.get_source(FLAGS.dataset, split, data_dir=FLAGS.data_dir, classes=classes)
+      for split in (FLAGS.train_split, FLAGS.eval_split))
+  crop = FLAGS.crop
+  if crop is None:
+    image_hw = hyperrule.image_size(FLAGS.dataset, FLAGS.data_dir)
+    if image_hw is None:
+      raise app.UsageError(f'Cannot tell the image size of {FLAGS.dataset}; pass --crop.')
+    crop = hyperrule.resolution(image_hw)[1]
+  try:
+    model, params = pretrained.load_pretrained(FLAGS.model, num_classes=0)
+  except (FileNotFoundError, pretrained.CheckpointMismatchError, RuntimeError) as e:
+    print(f'ERROR: cannot load --model={FLAGS.model}: {e}', file=sys.stderr)
+    sys.exit(1)
+  shots = [int(k) for k in FLAGS.shots]
+  accuracies = fewshot_accuracies(model, params, train_source, test_source, shots, crop,
+                                  FLAGS.seed, l2=FLAGS.l2)
+  print(f'{FLAGS.model} on {FLAGS.dataset} ({train_source.num_classes} classes, {crop} px, '
+        f'l2 {FLAGS.l2:g}, seed {FLAGS.seed}); tested on {FLAGS.eval_split}:')
+  print(f'{"shots":>6} {"train":>6} {"top-1":>7}')
+  for k in shots:
+    print(f'{k:>6} {k * train_source.num_classes:>6} {accuracies[k]:>7.4f}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

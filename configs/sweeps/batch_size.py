@@ -1,0 +1,68 @@
+"""Which batch size for fine-tuning, with the learning rate scaled to it?
+
+After Ahmad & Shin: batch sizes 32..512 with lr = base_lr * batch / 512 (BiT's linear rule),
+each run in two phases: the head alone (`freeze='^(?!head/)'`), then the whole network, both
+with reduce-on-plateau and early stopping on a validation split (10% of each class, held out
+of the training images), evaluated once an epoch:
+
+    python -m bit_jax.sweep --config=configs/sweeps/batch_size.py --workdir=/tmp/batch
+    python -m bit_jax.sweep --config=configs/sweeps/batch_size.py:mini \
+        --workdir=/tmp/batch_mini                         # ~5 min on 2 CPU cores
+
+Full scale: BiT-M-R50x1 on 500 CIFAR-10 images per class at the HyperRule resolution, batch
+32..512, at most 5 + 30 epochs. The miniature pre-trains R14x0.5 on CIFAR-10 classes 0-4 (its
+'upstream' run), then fine-tunes on 100 images per class of classes 5-9 at 32 px with batch
+16..256 (the training set is 500 images), at most 3 + 12 epochs. It ends with `6 runs:
+<workdir>/results.md, <workdir>/batch_size.png`: test top-1 against the batch size; the
+phases table of results.md shows where early stopping ended each phase.
+"""
+
+import math
+from pathlib import Path
+
+import ml_collections
+
+from bit_jax.defaults import base_config
+
+SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
+HEAD_ONLY = '^(?!head/)'      # every parameter but the head's
+
+SCALES = {
+    'full': dict(base=dict(model='R50x1', init='BiT-M-R50x1', checkpoint_every=1000),
+                 batches=(32, 64, 128, 256, 512), shots=500, num_classes=10, epochs=(5, 30),
+                 target={}, upstream_runs=()),
+    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
+                           init='{workdir}/upstream/final.npz', base_lr=0.08, log_every=20,
+                           checkpoint_every=100, keep_checkpoints=1),
+                 batches=(16, 32, 64, 128, 256), shots=100, num_classes=5, epochs=(3, 12),
+                 target=dict(classes=(5, 6, 7, 8, 9)),
+                 upstream_runs=(dict(name='upstream', init='scratch', classes=(0, 1, 2, 3, 4),
+                                     val_fraction=None, batch_size=64, lr=0.03,
+                                     lr_schedule='hyperrule', total_steps=300,
+                                     eval_every=0, early_stopping_patience=None),)),
+}
+
+
+def get_config(arg='full'):
+  if arg not in SCALES:
+    raise ValueError(f'Expected the argument mini or full; got {arg!r}.')
+  scale = SCALES[arg]
+  base = base_config()
+  base.update(scale['base'])
+  base.update(val_fraction=0.1, lr_schedule='plateau', plateau_patience=2,
+              early_stopping_patience=3)
+  head_epochs, all_epochs = scale['epochs']
+  runs = list(scale['upstream_runs'])
+  for batch in scale['batches']:
+    steps_per_epoch = math.ceil(scale['shots'] * scale['num_classes'] / batch)
+    runs.append(dict(
+        name=f'batch{batch}', batch_size=batch, shots=scale['shots'],
+        eval_every=steps_per_epoch, **scale['target'],
+        phases=(dict(name='head', freeze=HEAD_ONLY, epochs=head_epochs),
+                dict(name='all', freeze='', epochs=all_epochs))))
+  return ml_collections.ConfigDict(dict(
+      base=base, runs=tuple(runs),
+      report=dict(x='batch_size', log_x=True, y='top1',
+                  runs=tuple(r['name'] for r in runs if r['name'].startswith('batch')),
+                  xlabel='batch size (lr = base_lr * batch / 512)',
+                  title=f'Fine-tuning: head, then all, vs. batch size ({arg})')))

@@ -1,0 +1,71 @@
+"""Does a larger pre-training set always help, and how small can the target set be?
+
+After Li et al. 2022: BiT-S (ImageNet-1k) and BiT-M (ImageNet-21k) R50x1, and the same network
+from scratch, fine-tuned with the BiT-HyperRule on 1, 5, 10, 25, 100 images per class and on
+the full training set of CIFAR-10:
+
+    python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py \
+        --workdir=/tmp/dataset_size                      # full scale (TPU-sized; add ,cifar100)
+    python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:mini \
+        --workdir=/tmp/dataset_size_mini                 # 5-10 min on 2 CPU cores
+
+The miniature has no published checkpoints offline, so its two upstreams are two runs of the
+sweep itself: R14x0.5 trained from scratch on CIFAR-10 classes 0-4, on 20% ('small') or 100%
+('large', 5x more) of their training images, for the same number of steps. Every target run
+then fine-tunes on classes 5-9 at 32 px, with the HyperRule schedule shortened to 60 steps of
+64 (as the HyperRule gives every target set below 20k images the same 500 steps). It prints
+one line per run and ends with `20 runs: <workdir>/results.md, <workdir>/dataset_size_upstream
+.png`; the plot has test top-1 against images per class, one line per upstream.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from bit_jax.defaults import base_config
+
+SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
+SHOTS = (1, 5, 10, 25, 100, None)      # None: the whole training set
+
+SCALES = {
+    # Published checkpoints, HyperRule everything (resolution 160->128, 500 steps / 10k for
+    # the full 50k, batch 512, lr 0.003).
+    'full': dict(base=dict(model='R50x1', batch_size=512, checkpoint_every=1000),
+                 upstreams={'bit_s': ('BiT-S', 'BiT-S-R50x1'),
+                            'bit_m': ('BiT-M', 'BiT-M-R50x1')},
+                 target={}, upstream_runs=()),
+    # Two upstream runs of the sweep; 60-step HyperRule fine-tuning at 32 px.
+    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
+                           batch_size=64, base_lr=0.08, log_every=20, eval_every=0,
+                           checkpoint_every=100, keep_checkpoints=1),
+                 upstreams={'small': ('small (20%)', '{workdir}/upstream_small/final.npz'),
+                            'large': ('large (100%)', '{workdir}/upstream_large/final.npz')},
+                 target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
+                 upstream_runs=(
+                     dict(name='upstream_small', init='scratch', classes=(0, 1, 2, 3, 4),
+                          fraction=0.2, lr=0.03, total_steps=300),
+                     dict(name='upstream_large', init='scratch', classes=(0, 1, 2, 3, 4),
+                          fraction=1.0, lr=0.03, total_steps=300))),
+}
+
+
+def get_config(arg='full'):
+  scale_name, *dataset = arg.split(',')
+  if scale_name not in SCALES:
+    raise ValueError(f'Expected the argument mini, full or full,<dataset>; got {arg!r}.')
+  scale = SCALES[scale_name]
+  base = base_config()
+  base.update(scale['base'])
+  if dataset:
+    base.dataset = dataset[0]
+  runs = list(scale['upstream_runs'])
+  starts = {**scale['upstreams'], 'scratch': ('none (scratch)', 'scratch')}
+  for prefix, (label, init) in starts.items():
+    for shots in SHOTS:
+      runs.append(dict(name=f'{prefix}_{shots or "all"}', init=init, shots=shots,
+                       tags={'upstream': label}, **scale['target']))
+  return ml_collections.ConfigDict(dict(
+      base=base, runs=tuple(runs),
+      report=dict(x='per_class', log_x=True, series='upstream', y='top1',
+                  xlabel='target training images per class',
+                  title=f'Fine-tuning vs. target images per class ({scale_name})')))

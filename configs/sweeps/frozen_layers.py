@@ -1,0 +1,60 @@
+"""How many pre-trained stages to freeze, as a function of the target-set size?
+
+After Soekhoe et al. 2016: fine-tune everything, or freeze the root and the first l stages
+(l = 1..4; `freeze='root_block|block1'` ...), or train from scratch, at several numbers of
+images per class. Full scale: BiT-M-R50x1 on CIFAR-10 with the HyperRule, 50-500 per class:
+
+    python -m bit_jax.sweep --config=configs/sweeps/frozen_layers.py --workdir=/tmp/frozen
+    python -m bit_jax.sweep --config=configs/sweeps/frozen_layers.py:mini \
+        --workdir=/tmp/frozen_mini                        # ~5 min on 2 CPU cores
+
+The miniature pre-trains R14x0.5 from scratch on CIFAR-10 classes 0-4 (its 'upstream' run) and
+transfers to classes 5-9 with 25 and 250 images per class, 60 steps of 64 at 32 px. Freezing
+l=4 stages leaves the final GroupNorm and the head to train. It ends with `13 runs:
+<workdir>/results.md, <workdir>/frozen_layers.png`; the plot has test top-1 for each choice,
+one line per target-set size.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from bit_jax.defaults import base_config
+
+SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
+# (run name prefix, tag: what is frozen, start from the upstream?, freeze regex)
+FROZEN = [('scratch', 'scratch', False, ''), ('tune_all', 'none', True, '')] + [
+    (f'freeze{l}', 'root+1' if l == 1 else f'root+1-{l}', True,
+     '|'.join(['root_block'] + [f'block{s}' for s in range(1, l + 1)])) for l in range(1, 5)]
+
+SCALES = {
+    'full': dict(base=dict(model='R50x1', batch_size=512, checkpoint_every=1000),
+                 upstream='BiT-M-R50x1', per_class=(50, 100, 250, 500), target={},
+                 upstream_runs=()),
+    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
+                           batch_size=64, base_lr=0.08, log_every=20, eval_every=0,
+                           checkpoint_every=100, keep_checkpoints=1),
+                 upstream='{workdir}/upstream/final.npz', per_class=(25, 250),
+                 target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
+                 upstream_runs=(dict(name='upstream', init='scratch', classes=(0, 1, 2, 3, 4),
+                                     lr=0.03, total_steps=300),)),
+}
+
+
+def get_config(arg='full'):
+  if arg not in SCALES:
+    raise ValueError(f'Expected the argument mini or full; got {arg!r}.')
+  scale = SCALES[arg]
+  base = base_config()
+  base.update(scale['base'])
+  runs = list(scale['upstream_runs'])
+  for shots in scale['per_class']:
+    for prefix, tag, pretrained, freeze in FROZEN:
+      runs.append(dict(name=f'{prefix}_{shots}', shots=shots, freeze=freeze,
+                       init=scale['upstream'] if pretrained else 'scratch',
+                       tags={'frozen': tag}, **scale['target']))
+  return ml_collections.ConfigDict(dict(
+      base=base, runs=tuple(runs),
+      report=dict(x='frozen', series='per_class', y='top1',
+                  xlabel='frozen during fine-tuning (root block + stages)',
+                  title=f'Frozen stages vs. images per class ({arg})')))
