@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config
+from bit_jax.defaults import base_config, mini_upstream_run
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 HEAD_ONLY = '^(?!head/)'      # every parameter but the head's
@@ -36,10 +36,7 @@ SCALES = {
                            checkpoint_every=100, keep_checkpoints=1),
                  batches=(16, 32, 64, 128, 256), shots=100, num_classes=5, epochs=(3, 12),
                  target=dict(classes=(5, 6, 7, 8, 9)),
-                 upstream_runs=(dict(name='upstream', init='scratch', classes=(0, 1, 2, 3, 4),
-                                     val_fraction=None, batch_size=64, lr=0.03,
-                                     lr_schedule='hyperrule', total_steps=300,
-                                     eval_every=0, early_stopping_patience=None),)),
+                 upstream_runs=(mini_upstream_run(),)),
 }
 
 

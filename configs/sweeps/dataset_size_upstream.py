@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config
+from bit_jax.defaults import base_config, mini_upstream_run
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 SHOTS = (1, 5, 10, 25, 100, None)      # None: the whole training set
@@ -41,11 +41,8 @@ SCALES = {
                  upstreams={'small': ('small (20%)', '{workdir}/upstream_small/final.npz'),
                             'large': ('large (100%)', '{workdir}/upstream_large/final.npz')},
                  target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
-                 upstream_runs=(
-                     dict(name='upstream_small', init='scratch', classes=(0, 1, 2, 3, 4),
-                          fraction=0.2, lr=0.03, total_steps=300),
-                     dict(name='upstream_large', init='scratch', classes=(0, 1, 2, 3, 4),
-                          fraction=1.0, lr=0.03, total_steps=300))),
+                 upstream_runs=(mini_upstream_run('upstream_small', fraction=0.2),
+                                mini_upstream_run('upstream_large', fraction=1.0))),
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config
+from bit_jax.defaults import base_config, mini_upstream_run
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 # (run name prefix, tag: what is frozen, start from the upstream?, freeze regex)
@@ -36,8 +36,7 @@ SCALES = {
                            checkpoint_every=100, keep_checkpoints=1),
                  upstream='{workdir}/upstream/final.npz', per_class=(25, 250),
                  target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
-                 upstream_runs=(dict(name='upstream', init='scratch', classes=(0, 1, 2, 3, 4),
-                                     lr=0.03, total_steps=300),)),
+                 upstream_runs=(mini_upstream_run(),)),
 }
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config
+from bit_jax.defaults import base_config, mini_upstream_run
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -51,10 +51,7 @@ SCALES = {
                            checkpoint_every=100, keep_checkpoints=1),
                  b=32, lr=0.01, phase_epochs=4, eval_examples=1000,
                  target=dict(classes=(5, 6, 7, 8, 9)),
-                 upstream_runs=(dict(name='upstream', init='scratch', classes=(0, 1, 2, 3, 4),
-                                     val_fraction=None, batch_size=64, lr=0.03,
-                                     lr_schedule='hyperrule', total_steps=300,
-                                     eval_every=0, early_stopping_patience=None),)),
+                 upstream_runs=(mini_upstream_run(),)),
 }
 
 
