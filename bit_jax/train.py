@@ -114,7 +114,10 @@ class Trainer:
         process_count=self.shards, multi_hot=phase.loss == 'sigmoid')
         for shard in range(first, first + per_process)]
     for parts in zip(*streams):
-      yield {k: np.concatenate([p[k] for p in parts]) for k in ('image', 'label')}
+      if len(parts) == 1:   # the usual case: no copy of what may be a gigabyte a step
+        yield {k: parts[0][k] for k in ('image', 'label')}
+      else:
+        yield {k: np.concatenate([p[k] for p in parts]) for k in ('image', 'label')}
 
   def _model(self, arch, phase):
     return models.ResNetV2(depth=arch['depth'], width=arch['width'], units=arch['units'],
