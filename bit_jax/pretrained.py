@@ -310,10 +310,7 @@ def download(name: str, directory: Optional[Path] = None) -> Path:
   return target
 
 
-_KEEP_CHECKPOINT_HEAD = object()
-
-
-def load_pretrained(name_or_path, num_classes=_KEEP_CHECKPOINT_HEAD, dtype=jnp.float32,
+def load_pretrained(name_or_path, num_classes=None, dtype=jnp.float32,
                     cache: Optional[Path] = None):
   """`(model, params)` from an official `.npz` path or a published BiT name.
 
@@ -336,7 +333,7 @@ def load_pretrained(name_or_path, num_classes=_KEEP_CHECKPOINT_HEAD, dtype=jnp.f
     path = download(str(name_or_path), cache)
   arrays = read_any(path)
   arch = architecture_of(arrays)
-  if num_classes is _KEEP_CHECKPOINT_HEAD or num_classes is None:
+  if num_classes is None:
     num_classes = arch['num_classes']
   model = models.ResNetV2(depth=arch['depth'], width=arch['width'], units=arch['units'],
                           num_classes=num_classes or None, dtype=dtype)

@@ -315,10 +315,9 @@ class Trainer:
       if phase.eval_every and done % phase.eval_every == 0 and done < total:
         stopped_early = self._eval_and_log(eval_step, state, test_data, val_data, plateau,
                                            phase, progress)
-      if ckpt_now:
+      if ckpt_now or stop_now:
         save(done)
       if stop_now:
-        save(done)
         self.checkpoints.close()
         w.print(f'SIGTERM: saved checkpoint at step {progress["global_step"]}; rerun the same '
                 f'command to resume.')
