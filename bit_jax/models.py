@@ -18,12 +18,14 @@ pre-logit features when `num_classes` is None); `return_intermediates=True` retu
 `(logits, out)` with the stem, stage1-4 and pre_logits features, as big_vision does.
 """
 
-import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from bit_jax.ops import (GN_GROUPS, group_norm, max_pool_3x3_stride2, pointwise_conv,
+                         standardize_weight)
 
 Dtype = Any
 
@@ -37,84 +39,6 @@ DEPTHS: dict[int, tuple[int, int, int, int]] = {
     200: (3, 24, 36, 3),
 }
 STAGE_STRIDES = (1, 2, 2, 2)
-GN_GROUPS = 32
-GN_EPS = 1e-5
-WS_EPS = 1e-10
-
-
-def standardize_weight(kernel: jax.Array) -> jax.Array:
-  """Weight Standardization of an HWIO kernel, per output channel over (H, W, I)."""
-  # As an (H*W*I, O) matrix: XLA's CPU backend reduces a 2-D array over its rows quickly, but
-  # the gradient of a reduction over (0, 1, 2) of a 1x1 kernel took ~40 ms per 1024x2048 kernel.
-  matrix = kernel.reshape(-1, kernel.shape[-1])
-  mean = jnp.mean(matrix, axis=0)
-  centered = matrix - mean
-  var = jnp.mean(jnp.square(centered), axis=0)
-  return (centered * jax.lax.rsqrt(var + WS_EPS)).reshape(kernel.shape)
-
-
-def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
-  """Per-(sample, group) mean and 1/sqrt(var + eps) of an (n, h*w, c) float32 array, each
-  repeated over the group's channels: (n, 1, c). Two passes, as the official code."""
-  n, _, c = x.shape
-  count = x.shape[1] * (c // groups)
-
-  def group_sums(channel_sums):           # (n, c) -> (n, 1, c): the sum over each channel's group
-    sums = channel_sums.reshape(n, groups, 1, c // groups).sum(-1, keepdims=True)
-    return jnp.broadcast_to(sums, (n, groups, 1, c // groups)).reshape(n, 1, c)
-
-  # Summing each channel over (h, w) first reads x contiguously (NHWC); the group sums are tiny.
-  mean = group_sums(jnp.sum(x, axis=1)) / count
-  var = group_sums(jnp.sum(jnp.square(x - mean), axis=1)) / count
-  return mean, jax.lax.rsqrt(var + GN_EPS)
-
-
-def _group_norm_fwd(x, scale, bias, groups):
-  n, h, w, c = x.shape
-  flat = x.astype(jnp.float32).reshape(n, h * w, c)
-  mean, inv = _group_stats(flat, groups)
-  mul = inv * scale                     # folded into one multiply-add per element
-  out = flat * mul + (bias - mean * mul)
-  return out.reshape(x.shape).astype(x.dtype), (x, scale, mean, inv)
-
-
-def _group_norm_bwd(groups, saved, grad):
-  # The textbook normalisation gradient, dx = inv * (g - mean(g) - xhat * mean(g * xhat)) with
-  # g = grad * scale and means over the group: one reduction pass over (x, grad) and one
-  # elementwise pass, where autodiff of the forward makes several passes and layout copies.
-  x, scale, mean, inv = saved
-  n, h, w, c = x.shape
-  flat = x.astype(jnp.float32).reshape(n, h * w, c)
-  grad = grad.astype(jnp.float32).reshape(n, h * w, c)
-  normalized = (flat - mean) * inv
-  sum_grad = jnp.sum(grad, axis=1)                        # (n, c)
-  sum_grad_normalized = jnp.sum(grad * normalized, axis=1)
-  count = h * w * (c // groups)
-
-  def group_means(channel_sums):
-    sums = (channel_sums * scale).reshape(n, groups, 1, c // groups).sum(-1, keepdims=True)
-    return jnp.broadcast_to(sums / count, (n, groups, 1, c // groups)).reshape(n, 1, c)
-
-  dx = inv * (grad * scale - group_means(sum_grad)
-              - normalized * group_means(sum_grad_normalized))
-  return (dx.reshape(x.shape).astype(x.dtype), jnp.sum(sum_grad_normalized, axis=0),
-          jnp.sum(sum_grad, axis=0))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array,
-               groups: int = GN_GROUPS) -> jax.Array:
-  """GroupNorm over (H, W, channels-in-group) with the two-pass biased variance.
-
-  Statistics are taken in float32 whatever the activation dtype, and the normalisation is
-  folded into one per-(sample, channel) multiply-add so XLA makes a single pass over `x`.
-  The gradient is written by hand (`_group_norm_bwd`); tests/test_custom_grads.py checks it
-  against autodiff of the plain formula.
-  """
-  return _group_norm_fwd(x, scale, bias, groups)[0]
-
-
-group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
 
 
 class GroupNorm(nn.Module):
@@ -129,29 +53,6 @@ class GroupNorm(nn.Module):
     scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
     return group_norm(x, scale, bias, self.groups)
-
-
-@jax.custom_vjp
-def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """A 1x1 convolution as a matmul over channels: (n, h, w, c) x (c, d) -> (n, h, w, d)."""
-  return jnp.einsum('nhwc,cd->nhwd', x, kernel)
-
-
-def _pointwise_conv_fwd(x, kernel):
-  return pointwise_conv(x, kernel), (x, kernel)
-
-
-def _pointwise_conv_bwd(saved, grad):
-  # Autodiff contracts the kernel gradient over the leading (n, h, w) axes of both operands,
-  # which XLA's CPU backend ran as a slow Eigen contraction behind layout copies; transposing
-  # explicitly makes it a plain matmul for XLA's fast (YNNPACK) kernels: ~15% of a train step.
-  x, kernel = saved
-  rows = x.reshape(-1, x.shape[-1])
-  grad_kernel = jnp.dot(rows.T, grad.reshape(-1, grad.shape[-1]))
-  return jnp.einsum('nhwd,cd->nhwc', grad, kernel), grad_kernel.astype(kernel.dtype)
-
-
-pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 
 
 class StdConv(nn.Module):
@@ -252,7 +153,7 @@ class ResNetV2(nn.Module):
     root_features = int(64 * self.width)
     x = StdConv(root_features, 7, 2, pad=3, dtype=self.dtype, name='root_block')(x)
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))        # zeros, as the official code
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    x = max_pool_3x3_stride2(x)
     out['stem'] = x
 
     for stage, (units, stride) in enumerate(zip(self.stage_units, STAGE_STRIDES), start=1):
