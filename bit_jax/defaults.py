@@ -83,3 +83,14 @@ def mini_upstream_run(name: str = 'upstream', **overrides) -> dict:
   return dict(name=name, init='scratch', classes=(0, 1, 2, 3, 4), val_fraction=None,
               batch_size=64, lr=0.03, lr_schedule='hyperrule', total_steps=300, eval_every=0,
               early_stopping_patience=None, **overrides)
+
+
+def study_scale(scales: dict, arg: str, expected: str = 'mini or full'
+                ) -> tuple[dict, ml_collections.ConfigDict]:
+  """A study config's scale from its argument, and the base run config that scale sets."""
+  if arg not in scales:
+    raise ValueError(f'Expected the argument {expected}; got {arg!r}.')
+  scale = scales[arg]
+  base = base_config()
+  base.update(scale['base'])
+  return scale, base

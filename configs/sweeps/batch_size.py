@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config, mini_upstream_run
+from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 HEAD_ONLY = '^(?!head/)'      # every parameter but the head's
@@ -41,11 +41,7 @@ SCALES = {
 
 
 def get_config(arg='full'):
-  if arg not in SCALES:
-    raise ValueError(f'Expected the argument mini or full; got {arg!r}.')
-  scale = SCALES[arg]
-  base = base_config()
-  base.update(scale['base'])
+  scale, base = study_scale(SCALES, arg)
   base.update(val_fraction=0.1, lr_schedule='plateau', plateau_patience=2,
               early_stopping_patience=3)
   head_epochs, all_epochs = scale['epochs']

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config, mini_upstream_run
+from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 SHOTS = (1, 5, 10, 25, 100, None)      # None: the whole training set
@@ -48,11 +48,7 @@ SCALES = {
 
 def get_config(arg='full'):
   scale_name, *dataset = arg.split(',')
-  if scale_name not in SCALES:
-    raise ValueError(f'Expected the argument mini, full or full,<dataset>; got {arg!r}.')
-  scale = SCALES[scale_name]
-  base = base_config()
-  base.update(scale['base'])
+  scale, base = study_scale(SCALES, scale_name, 'mini, full or full,<dataset>')
   if dataset:
     base.dataset = dataset[0]
   runs = list(scale['upstream_runs'])

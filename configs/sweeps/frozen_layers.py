@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config, mini_upstream_run
+from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 # (run name prefix, tag: what is frozen, start from the upstream?, freeze regex)
@@ -41,11 +41,7 @@ SCALES = {
 
 
 def get_config(arg='full'):
-  if arg not in SCALES:
-    raise ValueError(f'Expected the argument mini or full; got {arg!r}.')
-  scale = SCALES[arg]
-  base = base_config()
-  base.update(scale['base'])
+  scale, base = study_scale(SCALES, arg)
   runs = list(scale['upstream_runs'])
   for shots in scale['per_class']:
     for prefix, tag, pretrained, freeze in FROZEN:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bit_jax.defaults import base_config, mini_upstream_run
+from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -56,12 +56,8 @@ SCALES = {
 
 
 def get_config(arg='full'):
-  if arg not in SCALES:
-    raise ValueError(f'Expected the argument mini or full; got {arg!r}.')
-  scale = SCALES[arg]
+  scale, base = study_scale(SCALES, arg)
   b, lam = scale['b'], scale['lr'] * scale['b']
-  base = base_config()
-  base.update(scale['base'])
   base.update(val_fraction=0.1, lr_schedule='plateau', plateau_patience=1,
               early_stopping_patience=2, eval_every=max(1, round(scale['eval_examples'] / b)))
   phases = []
