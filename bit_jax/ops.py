@@ -3,8 +3,8 @@
 Each function computes exactly what the plain formula computes (weight standardisation, GroupNorm,
 a 1x1 convolution, the root max-pool); the custom gradients exist because autodiff of the plain
 formulas made XLA's CPU backend copy layouts or run slow generic kernels (docs/benchmarks.md has
-the profiles). tests/test_custom_grads.py checks every gradient against `jax.vjp` of the plain
-formula.
+the profiles). tests/test_custom_grads.py checks every hand-written gradient against `jax.vjp`
+of the plain formula (the max-pool's also against a loop over its windows).
 """
 
 import functools
