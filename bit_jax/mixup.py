@@ -57,6 +57,6 @@ def mixup(
 def _mix_with_reversed(x: jax.Array, lam: jax.Array) -> jax.Array:
   # λ of shape [B] broadcasts over the example's other axes; a scalar just works.
   lam = lam.reshape(lam.shape + (1,) * (x.ndim - lam.ndim)) if lam.ndim else lam
-  # Mix in float32 so bf16 inputs are rounded once, at the end.
-  x32 = x.astype(jnp.float32)
-  return (lam * x32 + (1.0 - lam) * x32[::-1]).astype(x.dtype)
+  # Mix in (at least) float32 so bf16 inputs are rounded once, at the end.
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  return (lam * wide + (1.0 - lam) * wide[::-1]).astype(x.dtype)

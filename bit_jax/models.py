@@ -18,14 +18,15 @@ pre-logit features when `num_classes` is None); `return_intermediates=True` retu
 `(logits, out)` with the stem, stage1-4 and pre_logits features, as big_vision does.
 """
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bit_jax.ops import (GN_GROUPS, group_norm, max_pool_3x3_stride2, pointwise_conv,
-                         standardize_weight)
+from bit_jax import ops as ops_lib
+from bit_jax.ops import GN_GROUPS, standardize_weight
 
 Dtype = Any
 
@@ -42,17 +43,19 @@ STAGE_STRIDES = (1, 2, 2, 2)
 
 
 class GroupNorm(nn.Module):
-  """GroupNorm with per-channel `scale` and `bias` (see `group_norm`)."""
+  """GroupNorm with per-channel `scale` and `bias` (see `ops.group_norm`)."""
   groups: int = GN_GROUPS
+  param_dtype: Dtype = jnp.float32
+  ops: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     if c % self.groups:
       raise ValueError(f'GroupNorm needs channels divisible by {self.groups}, got {c}.')
-    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
-    return group_norm(x, scale, bias, self.groups)
+    scale = self.param('scale', nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
+    return ops_lib.implementation(self.ops).group_norm(x, scale, bias, self.groups)
 
 
 class StdConv(nn.Module):
@@ -68,18 +71,20 @@ class StdConv(nn.Module):
   stride: int = 1
   pad: int = 0
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  ops: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     kernel = self.param('kernel', nn.initializers.he_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
+                        (k, k, x.shape[-1], self.features), self.param_dtype)
     kernel = standardize_weight(kernel).astype(self.dtype)
     x = x.astype(self.dtype)
     if k == 1 and self.pad == 0:
       if self.stride > 1:
         x = x[:, ::self.stride, ::self.stride, :]
-      return pointwise_conv(x, kernel[0, 0])
+      return ops_lib.implementation(self.ops).pointwise_conv(x, kernel[0, 0])
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=(self.stride, self.stride),
         padding=[(self.pad, self.pad)] * 2,
@@ -91,20 +96,24 @@ class BottleneckUnit(nn.Module):
   mid_features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  ops: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.mid_features
-    preact = nn.relu(GroupNorm(name='gn1')(x))
+    conv = lambda *args, **kw: StdConv(*args, dtype=self.dtype, param_dtype=self.param_dtype,
+                                       ops=self.ops, **kw)
+    norm = lambda name: GroupNorm(param_dtype=self.param_dtype, ops=self.ops, name=name)
+    preact = nn.relu(norm('gn1')(x))
     shortcut = x
     if x.shape[-1] != out_features or self.stride != 1:
-      shortcut = StdConv(out_features, 1, self.stride, dtype=self.dtype,
-                         name='conv_proj')(preact)
-    y = StdConv(self.mid_features, 1, dtype=self.dtype, name='conv1')(preact)
-    y = nn.relu(GroupNorm(name='gn2')(y))
-    y = StdConv(self.mid_features, 3, self.stride, pad=1, dtype=self.dtype, name='conv2')(y)
-    y = nn.relu(GroupNorm(name='gn3')(y))
-    y = StdConv(out_features, 1, dtype=self.dtype, name='conv3')(y)
+      shortcut = conv(out_features, 1, self.stride, name='conv_proj')(preact)
+    y = conv(self.mid_features, 1, name='conv1')(preact)
+    y = nn.relu(norm('gn2')(y))
+    y = conv(self.mid_features, 3, self.stride, pad=1, name='conv2')(y)
+    y = nn.relu(norm('gn3')(y))
+    y = conv(out_features, 1, name='conv3')(y)
     return y + shortcut
 
 
@@ -114,12 +123,14 @@ class ResNetStage(nn.Module):
   mid_features: int
   stride: int
   dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  ops: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     for unit in range(1, self.units + 1):
       x = BottleneckUnit(self.mid_features, self.stride if unit == 1 else 1, dtype=self.dtype,
-                         name=f'unit{unit:02d}')(x)
+                         param_dtype=self.param_dtype, ops=self.ops, name=f'unit{unit:02d}')(x)
     return x
 
 
@@ -131,13 +142,19 @@ class ResNetV2(nn.Module):
     width: width factor (1-4 for the published models; 0.5 makes small test/demo models).
     units: units per stage, overriding `depth` (small test/demo models, e.g. (1, 1, 1, 1)).
     num_classes: size of the zero-initialised linear head; None returns pre-logit features.
-    dtype: compute dtype of activations (e.g. jnp.bfloat16); parameters stay float32.
+    dtype: compute dtype of activations (e.g. jnp.bfloat16).
+    param_dtype: dtype of the parameters: float32, or float64 where a test needs exact math
+      (normalisation statistics are taken in at least float32, otherwise in the input dtype).
+    ops: 'custom' (hand-written gradients, fast on CPU), 'plain' (autodiff) or 'auto' (custom
+      on the CPU, plain on GPU/TPU); the values and gradients are the same (see ops.py).
   """
   depth: int = 50
-  width: int = 1
+  width: float = 1
   num_classes: Optional[int] = 1000
   dtype: Dtype = jnp.float32
   units: Optional[Sequence[int]] = None
+  param_dtype: Dtype = jnp.float32
+  ops: str = 'auto'
 
   @property
   def stage_units(self) -> Sequence[int]:
@@ -151,21 +168,23 @@ class ResNetV2(nn.Module):
   def __call__(self, x, *, return_intermediates: bool = False):
     out = {}
     root_features = int(64 * self.width)
-    x = StdConv(root_features, 7, 2, pad=3, dtype=self.dtype, name='root_block')(x)
+    x = StdConv(root_features, 7, 2, pad=3, dtype=self.dtype, param_dtype=self.param_dtype,
+                ops=self.ops, name='root_block')(x)
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))        # zeros, as the official code
-    x = max_pool_3x3_stride2(x)
+    x = ops_lib.implementation(self.ops).max_pool_3x3_stride2(x)
     out['stem'] = x
 
     for stage, (units, stride) in enumerate(zip(self.stage_units, STAGE_STRIDES), start=1):
       x = ResNetStage(units, root_features * 2 ** (stage - 1), stride, dtype=self.dtype,
-                      name=f'block{stage}')(x)
+                      param_dtype=self.param_dtype, ops=self.ops, name=f'block{stage}')(x)
       out[f'stage{stage}'] = x
 
-    x = nn.relu(GroupNorm(name='pre_head_norm')(x))
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = nn.relu(GroupNorm(param_dtype=self.param_dtype, ops=self.ops, name='pre_head_norm')(x))
+    x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2))
     out['pre_logits'] = x
     if self.num_classes is not None:
-      x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name='head')(x)
+      x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                   param_dtype=self.param_dtype, name='head')(x)
       out['logits'] = x
     return (x, out) if return_intermediates else x
 
@@ -192,26 +211,44 @@ def _published_models() -> dict[str, dict]:
 KNOWN_MODELS: dict[str, dict] = _published_models()
 
 
-def parse_architecture(name: str) -> tuple[int, int]:
-  """'R50x1', 'R14x0.5', 'BiT-M-R152x4' or 'BiT-M-R50x1-ILSVRC2012' -> (depth, width)."""
-  if name in KNOWN_MODELS:
-    return KNOWN_MODELS[name]['depth'], KNOWN_MODELS[name]['width']
-  arch = name.removeprefix('BiT-S-').removeprefix('BiT-M-').split('-')[0]
-  try:
-    depth, width = arch.removeprefix('R').split('x')
-    depth, width = int(depth), float(width)
-    width = int(width) if width.is_integer() else width
-  except ValueError:
-    depth = width = None
-  if not arch.startswith('R') or depth not in DEPTHS or not width or (64 * width) % 32:
-    raise ValueError(
-        f'Unknown model {name!r}. Use a published name ({", ".join(sorted(KNOWN_MODELS))}) '
-        f'or an architecture R<depth>x<width> with depth in {sorted(DEPTHS)} and 64 * width '
-        f'a multiple of 32, e.g. R50x1 or R14x0.5.')
-  return depth, width
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """Which ResNet-V2: units per stage and width. The one place a model is built from."""
+  units: tuple[int, int, int, int]
+  width: float
+
+  def __post_init__(self):
+    object.__setattr__(self, 'units', tuple(int(u) for u in self.units))
+    width = float(self.width)
+    object.__setattr__(self, 'width', int(width) if width.is_integer() else width)
+    if len(self.units) != 4 or min(self.units) < 1 or self.width <= 0 or (64 * self.width) % 32:
+      raise ValueError(f'Expected 4 stages of >= 1 unit and 64 * width a multiple of 32 '
+                       f'(GroupNorm has 32 groups); got units {self.units}, width {self.width}.')
+
+  @classmethod
+  def from_name(cls, name: str) -> 'Architecture':
+    """'R50x1', 'R14x0.5', 'BiT-M-R152x4' or 'BiT-M-R50x1-ILSVRC2012'."""
+    arch = name.removeprefix('BiT-S-').removeprefix('BiT-M-').split('-')[0]
+    try:
+      depth, width = arch.removeprefix('R').split('x')
+      return cls(DEPTHS[int(depth)], float(width))
+    except (KeyError, ValueError):
+      raise ValueError(
+          f'Unknown model {name!r}. Use a published name ({", ".join(sorted(KNOWN_MODELS))}) '
+          f'or an architecture R<depth>x<width> with depth in {sorted(DEPTHS)} and 64 * width '
+          f'a multiple of 32, e.g. R50x1 or R14x0.5.') from None
+
+  @property
+  def name(self) -> str:
+    depth = {units: depth for depth, units in DEPTHS.items()}.get(self.units)
+    return f'R{depth}x{self.width}' if depth else f'R{list(self.units)}x{self.width}'
+
+  def model(self, num_classes: Optional[int], dtype: Dtype = jnp.float32,
+            param_dtype: Dtype = jnp.float32, ops: str = 'auto') -> ResNetV2:
+    return ResNetV2(units=self.units, width=self.width, num_classes=num_classes, dtype=dtype,
+                    param_dtype=param_dtype, ops=ops)
 
 
 def create_model(name: str, num_classes: Optional[int] = None, dtype: Dtype = jnp.float32):
   """A `ResNetV2` for a published name or an 'R<depth>x<width>' architecture."""
-  depth, width = parse_architecture(name)
-  return ResNetV2(depth=depth, width=width, num_classes=num_classes, dtype=dtype)
+  return Architecture.from_name(name).model(num_classes, dtype)

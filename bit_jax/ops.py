@@ -1,14 +1,23 @@
-"""The array math of the BiT model, with hand-written gradients where XLA's autodiff is slow.
+"""The array math of the BiT model, in two implementations with the same values and gradients.
 
-Each function computes exactly what the plain formula computes (weight standardisation, GroupNorm,
-a 1x1 convolution, the root max-pool); the custom gradients exist because autodiff of the plain
-formulas made XLA's CPU backend copy layouts or run slow generic kernels (docs/benchmarks.md has
-the profiles). tests/test_custom_grads.py checks every hand-written gradient against `jax.vjp`
-of the plain formula (the max-pool's also against a loop over its windows).
+* 'custom': GroupNorm, the 1x1 convolution and the root max-pool with hand-written gradients.
+  They exist because autodiff of the plain formulas made XLA's CPU backend copy layouts or run
+  slow generic kernels (docs/benchmarks.md has the profiles).
+* 'plain': the textbook formulas, differentiated by autodiff. On GPU/TPU XLA fuses these well,
+  and the hand-written gradients were only ever measured on CPU, so 'auto' picks 'custom' on
+  the CPU and 'plain' elsewhere (`tools/benchmark.py --ops` times both on any backend).
+
+Weight standardisation is the same in both. tests/test_custom_grads.py checks every
+hand-written gradient against `jax.vjp` of the plain formula (the max-pool's also against a
+loop over its windows). Statistics are taken in at least float32: bfloat16 activations are
+normalised in float32, float64 ones (exact-math tests) in float64.
 """
 
+import dataclasses
 import functools
+from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -28,8 +37,13 @@ def standardize_weight(kernel: jax.Array) -> jax.Array:
   return (centered * jax.lax.rsqrt(var + WS_EPS)).reshape(kernel.shape)
 
 
+def stats_dtype(dtype) -> jnp.dtype:
+  """The dtype normalisation statistics are computed in: at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
-  """Per-(sample, group) mean and 1/sqrt(var + eps) of an (n, h*w, c) float32 array, each
+  """Per-(sample, group) mean and 1/sqrt(var + eps) of an (n, h*w, c) float array, each
   repeated over the group's channels: (n, 1, c). Two passes, as the official code."""
   n, _, c = x.shape
   count = x.shape[1] * (c // groups)
@@ -46,7 +60,7 @@ def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
 
 def _group_norm_fwd(x, scale, bias, groups):
   n, h, w, c = x.shape
-  flat = x.astype(jnp.float32).reshape(n, h * w, c)
+  flat = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, c)
   mean, inv = _group_stats(flat, groups)
   mul = inv * scale                     # folded into one multiply-add per element
   out = flat * mul + (bias - mean * mul)
@@ -59,8 +73,8 @@ def _group_norm_bwd(groups, saved, grad):
   # elementwise pass, where autodiff of the forward makes several passes and layout copies.
   x, scale, mean, inv = saved
   n, h, w, c = x.shape
-  flat = x.astype(jnp.float32).reshape(n, h * w, c)
-  grad = grad.astype(jnp.float32).reshape(n, h * w, c)
+  flat = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, c)
+  grad = grad.astype(flat.dtype).reshape(n, h * w, c)
   normalized = (flat - mean) * inv
   sum_grad = jnp.sum(grad, axis=1)                        # (n, c)
   sum_grad_normalized = jnp.sum(grad * normalized, axis=1)
@@ -81,7 +95,7 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array,
                groups: int = GN_GROUPS) -> jax.Array:
   """GroupNorm over (H, W, channels-in-group) with the two-pass biased variance.
 
-  Statistics are taken in float32 whatever the activation dtype, and the normalisation is
+  Statistics are taken in at least float32 whatever the activation dtype, and the normalisation is
   folded into one per-(sample, channel) multiply-add so XLA makes a single pass over `x`.
   The gradient is written by hand (`_group_norm_bwd`); tests/test_custom_grads.py checks it
   against autodiff of the plain formula.
@@ -158,3 +172,46 @@ def _max_pool_bwd(saved, grad):
 
 
 max_pool_3x3_stride2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def plain_group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array,
+                     groups: int = GN_GROUPS) -> jax.Array:
+  """GroupNorm as the textbook formula (two-pass biased variance), for autodiff."""
+  n, h, w, c = x.shape
+  grouped = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, groups, c // groups)
+  mean = jnp.mean(grouped, axis=(1, 3), keepdims=True)
+  var = jnp.mean(jnp.square(grouped - mean), axis=(1, 3), keepdims=True)
+  out = (grouped - mean) * jax.lax.rsqrt(var + GN_EPS)
+  out = out * scale.reshape(1, 1, groups, c // groups) + bias.reshape(1, 1, groups, c // groups)
+  return out.reshape(n, h, w, c).astype(x.dtype)
+
+
+def plain_pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return jnp.einsum('nhwc,cd->nhwd', x, kernel)
+
+
+def plain_max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
+  return nn.max_pool(x, (3, 3), (2, 2), 'VALID')
+
+
+@dataclasses.dataclass(frozen=True)
+class Ops:
+  group_norm: Callable
+  pointwise_conv: Callable
+  max_pool_3x3_stride2: Callable
+
+
+IMPLEMENTATIONS = {
+    'custom': Ops(group_norm, pointwise_conv, max_pool_3x3_stride2),
+    'plain': Ops(plain_group_norm, plain_pointwise_conv, plain_max_pool_3x3_stride2),
+}
+CHOICES = ('auto', *IMPLEMENTATIONS)
+
+
+def implementation(choice: str = 'auto') -> Ops:
+  """'custom', 'plain', or 'auto': hand-written gradients on the CPU, autodiff elsewhere."""
+  if choice == 'auto':
+    choice = 'custom' if jax.default_backend() == 'cpu' else 'plain'
+  if choice not in IMPLEMENTATIONS:
+    raise ValueError(f'Expected ops in {CHOICES}; got {choice!r}.')
+  return IMPLEMENTATIONS[choice]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from bit_jax.mixup import mixup
+from bit_jax.ops import stats_dtype
 
 
 def softmax_xent(logits, targets):
@@ -27,11 +28,11 @@ def sigmoid_xent(logits, targets):
 LOSSES = {'softmax': softmax_xent, 'sigmoid': sigmoid_xent}
 
 
-def targets_of(labels, num_classes: int):
+def targets_of(labels, num_classes: int, dtype=jnp.float32):
   """Int labels -> one-hot; multi-hot float labels pass through."""
   if labels.ndim == 2:
-    return labels.astype(jnp.float32)
-  return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    return labels.astype(dtype)
+  return jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
 def make_train_step(model, optimizer, *, loss: str = 'softmax', mixup_alpha: float = 0.0,
@@ -42,7 +43,7 @@ def make_train_step(model, optimizer, *, loss: str = 'softmax', mixup_alpha: flo
 
   def mean_loss(params, images, targets):
     logits = model.apply({'params': params}, images)
-    return jnp.mean(loss_fn(logits.astype(jnp.float32), targets))
+    return jnp.mean(loss_fn(logits.astype(stats_dtype(logits.dtype)), targets))
 
   def loss_and_grads(params, images, targets):
     if batch_split == 1:
@@ -57,12 +58,12 @@ def make_train_step(model, optimizer, *, loss: str = 'softmax', mixup_alpha: flo
       value, grads = jax.value_and_grad(mean_loss)(params, *micro)
       return jax.tree.map(jnp.add, carry, (value, grads)), None
 
-    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    zeros = (jnp.zeros((), stats_dtype(images.dtype)), jax.tree.map(jnp.zeros_like, params))
     total, _ = jax.lax.scan(accumulate, zeros, (split(images), split(targets)))
     return jax.tree.map(lambda t: t / batch_split, total)
 
   def train_step(state, batch, lr, rng):
-    targets = targets_of(batch['label'], num_classes)
+    targets = targets_of(batch['label'], num_classes, stats_dtype(batch['image'].dtype))
     images, targets = mixup(jax.random.fold_in(rng, state['step']), batch['image'], targets,
                             mixup_alpha)
     value, grads = loss_and_grads(state['params'], images, targets)
@@ -80,9 +81,10 @@ def make_eval_step(model, *, loss: str = 'softmax'):
   loss_fn = LOSSES[loss]
 
   def eval_step(params, batch):
-    logits = model.apply({'params': params}, batch['image']).astype(jnp.float32)
-    labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
-    targets = targets_of(labels, logits.shape[-1])
+    logits = model.apply({'params': params}, batch['image'])
+    logits = logits.astype(stats_dtype(logits.dtype))
+    labels, mask = batch['label'], batch['mask'].astype(logits.dtype)
+    targets = targets_of(labels, logits.shape[-1], logits.dtype)
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
     # A hit is a predicted class that is a positive label (one-hot or multi-hot alike).
     hit = jnp.take_along_axis(targets, top5, axis=-1) > 0
