@@ -1,8 +1,9 @@
 """Every config field of a run, its default and what it means.
 
 Configs in `configs/` start from `base_config()` and change what their experiment needs. A
-field left None is derived at run time (mostly by the BiT-HyperRule from the phase's own
-data) and the resolved value is printed and written to `<workdir>/phases.json`.
+field left None is derived before the run starts (mostly by the BiT-HyperRule from the
+phase's own data); `--dry_run` prints the resolved values and `<workdir>/phases.json` keeps
+them.
 """
 
 import ml_collections
@@ -14,14 +15,20 @@ def base_config() -> ml_collections.ConfigDict:
   # The model and the weights it starts from.
   c.model = 'BiT-M-R50x1'     # published name or R<depth>x<width> (used when init='scratch')
   c.init = 'BiT-M-R50x1'      # first phase: published name, official .npz path, or 'scratch'
+  # The head of a phase that starts from other weights: 'reset' (a fresh zero head, as BiT
+  # fine-tuning does) or 'keep'. None: 'reset' from a checkpoint or for a new task (another
+  # dataset, split, classes or label_key), 'keep' when continuing the same task.
+  c.head = config_dict.placeholder(str)
   c.dtype = 'float32'         # activations; 'bfloat16' on TPU/GPU (parameters stay float32)
+  c.ops = 'auto'              # 'custom' (hand-written gradients) | 'plain' | 'auto' (see ops.py)
 
   # Data.
   c.dataset = 'cifar10'       # TFDS name, 'sklearn_digits' or 'folder:<root>'
   c.data_dir = config_dict.placeholder(str)          # TFDS data_dir
   c.train_split = 'train'
   c.label_key = 'label'       # TFDS feature with the labels ('labels' for multi-label data)
-  c.eval_split = 'test'
+  c.eval_split = config_dict.placeholder(str)        # None: 'validation' for ImageNet, else 'test'
+  c.skip_corrupt = False      # image folders: leave out (and list) unreadable images
   c.classes = config_dict.placeholder(tuple)         # keep these classes only, relabelled 0..
   c.num_classes = config_dict.placeholder(int)       # None: from the dataset
   c.shots = config_dict.placeholder(int)             # k examples per class (nested in k' > k)
@@ -37,9 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 512
   c.eval_batch_size = config_dict.placeholder(int)   # None: batch_size
   c.batch_split = 1           # gradient accumulation: micro-batches per step
-  c.base_lr = 0.003           # at batch base_batch; lr = base_lr * batch_size / base_batch
-  c.base_batch = 512
-  c.lr = config_dict.placeholder(float)              # None: base_lr * batch_size / base_batch
+  c.base_lr = 0.003           # the official BiT lr, at any batch size
+  c.lr_scaling = 'none'       # 'none' | 'linear': lr = base_lr * batch_size / base_batch
+  c.base_batch = 512          # used by lr_scaling='linear' only
+  c.lr = config_dict.placeholder(float)              # None: base_lr (scaled if asked)
   c.lr_schedule = 'hyperrule'                        # 'hyperrule' | 'constant' | 'plateau'
   c.total_steps = config_dict.placeholder(int)       # None: HyperRule (500 / 10k / 20k)
   c.epochs = config_dict.placeholder(float)          # instead of total_steps

@@ -48,6 +48,9 @@ _RULES = [
 ]
 HEAD_KERNEL = 'resnet/head/conv2d/kernel'
 HEAD_BIAS = 'resnet/head/conv2d/bias'
+ROOT_KERNEL = 'resnet/root_block/standardized_conv2d/kernel'
+# Arrays a run stores beside the weights in its final.npz (no official loader reads them).
+METADATA = ('bit_jax/class_names', 'bit_jax/image_size')
 
 
 class CheckpointMismatchError(ValueError):
@@ -62,21 +65,50 @@ def npz_key(flax_path: str) -> str:
   raise KeyError(f'No official checkpoint name for parameter {flax_path!r}.')
 
 
-def normalize_keys(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _canonical(mapping: Mapping[str, object]) -> dict[str, object]:
   """Accept the `standardized_conv2d_N` spelling some official files use."""
-  normalized = {}
-  for key, value in arrays.items():
-    canonical = re.sub(r'standardized_conv2d_\d+', 'standardized_conv2d', key)
-    if canonical in normalized:
-      raise CheckpointMismatchError(f'Checkpoint has two arrays for {canonical!r} '
+  canonical = {}
+  for key, value in mapping.items():
+    name = re.sub(r'standardized_conv2d_\d+', 'standardized_conv2d', key)
+    if name in canonical:
+      raise CheckpointMismatchError(f'Checkpoint has two arrays for {name!r} '
                                     f'(one of them spelled {key!r}).')
-    normalized[canonical] = np.asarray(value)
-  return normalized
+    canonical[name] = value
+  return canonical
+
+
+def normalize_keys(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in _canonical(arrays).items()}
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
+  """The weights of an .npz in the official layout (a run's metadata left out)."""
   with np.load(path, allow_pickle=False) as f:
-    return normalize_keys({k: f[k] for k in f.files})
+    return normalize_keys({k: f[k] for k in f.files if k not in METADATA})
+
+
+def read_metadata(path) -> dict:
+  """What a run stored beside the weights of its final.npz: {'class_names': [...],
+  'image_size': int}, either absent for other checkpoints."""
+  with np.load(path, allow_pickle=False) as f:
+    return {k.removeprefix('bit_jax/'): f[k].tolist() for k in METADATA if k in f.files}
+
+
+def npz_shapes(path) -> dict[str, tuple[int, ...]]:
+  """The shape of every array in an .npz, read from the headers alone (a 4 GB checkpoint is
+  checked in milliseconds)."""
+  shapes = {}
+  try:
+    with zipfile.ZipFile(path) as archive:
+      for member in archive.namelist():
+        with archive.open(member) as f:
+          version = np.lib.format.read_magic(f)
+          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                         np.lib.format.read_array_header_2_0)
+          shapes[member.removesuffix('.npy')] = read_header(f)[0]
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise _unreadable(path, 'npz', e, 'arrays saved with np.savez') from e
+  return _canonical(shapes)
 
 
 FORMATS = ('npz', 'pth', 'orbax')
@@ -144,74 +176,102 @@ def read_any(path, fmt: Optional[str] = None) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _to_flax_layout(key: str, value: np.ndarray, target_shape) -> np.ndarray:
-  """The official head is a 1x1 conv (1,1,C,K); ours is Dense (C,K). Some files store GN
-  parameters as (1,1,1,C). Reshape only when nothing but unit dimensions differ."""
-  if value.shape != tuple(target_shape) and value.size == np.prod(target_shape):
-    squeezed = tuple(d for d in value.shape if d != 1)
-    if squeezed == tuple(d for d in target_shape if d != 1):
-      return value.reshape(target_shape)
-  return value
-
-
-def architecture_of(arrays: Mapping[str, np.ndarray]) -> dict:
-  """Depth, width and head size of an official-layout checkpoint, read from its arrays."""
-  units = [len({m.group(1) for k in arrays
+def architecture_of(shapes: Mapping[str, object]) -> tuple[models.Architecture, Optional[int]]:
+  """The architecture and head size (None: no head) of an official-layout checkpoint, from
+  its arrays or their shapes."""
+  shape = lambda key: tuple(getattr(shapes[key], 'shape', shapes[key]))
+  units = [len({m.group(1) for k in shapes
                 if (m := re.match(rf'resnet/block{b}/unit(\d+)/', k))}) for b in range(1, 5)]
-  depths = {v: k for k, v in models.DEPTHS.items()}
-  root = arrays.get('resnet/root_block/standardized_conv2d/kernel')
+  root = shape(ROOT_KERNEL) if ROOT_KERNEL in shapes else None
   if root is None or 0 in units:
     raise CheckpointMismatchError(
         f'Not an official BiT ResNet-V2 checkpoint: units per block {units}, root kernel '
         f'{"missing" if root is None else "present"}.')
-  head = arrays.get(HEAD_KERNEL)
-  width = root.shape[-1] / 64
-  return dict(depth=depths.get(tuple(units), 0),
-              units=None if tuple(units) in depths else tuple(units),
-              width=int(width) if width.is_integer() else width,
-              num_classes=None if head is None else head.shape[-1])
+  if len(root) != 4 or root[:3] != (7, 7, 3):
+    raise CheckpointMismatchError(f'{ROOT_KERNEL} has shape {root}; a BiT root convolution is '
+                                  f'(7, 7, 3, 64 * width).')
+  try:
+    architecture = models.Architecture(units, root[-1] / 64)
+  except ValueError as e:
+    raise CheckpointMismatchError(f'{ROOT_KERNEL} has shape {root}: {e}') from None
+  return architecture, shape(HEAD_KERNEL)[-1] if HEAD_KERNEL in shapes else None
 
 
-def npz_to_params(arrays: Mapping[str, np.ndarray], model: models.ResNetV2,
-                  image_size: int = 64) -> dict:
-  """Official-layout arrays -> Flax params for `model`.
+def describe(name_or_path) -> tuple[models.Architecture, Optional[int]]:
+  """Architecture and head size of a published name or a checkpoint file, reading as little
+  as possible (npz headers only), for checking a run before it starts."""
+  if str(name_or_path) in models.KNOWN_MODELS:
+    spec = models.KNOWN_MODELS[str(name_or_path)]
+    return models.Architecture.from_name(str(name_or_path)), spec['num_classes']
+  if not os.path.exists(name_or_path):
+    raise FileNotFoundError(
+        f'{name_or_path!r} is neither a file nor a published BiT model '
+        f'({", ".join(sorted(models.KNOWN_MODELS))}).')
+  if detect_format(name_or_path) == 'npz':
+    try:
+      return architecture_of(npz_shapes(name_or_path))
+    except CheckpointMismatchError as e:
+      raise CheckpointMismatchError(f'{name_or_path}: {e}') from e
+  return architecture_of(read_any(name_or_path))
 
-  Head policy: the checkpoint's head is kept when its class count equals `model.num_classes`;
-  otherwise the model gets a fresh zero head of its own size (and `num_classes=None` drops
-  it). Anything else that does not fit raises `CheckpointMismatchError` listing every missing,
-  unexpected and mis-shaped name with both shapes.
-  """
-  arrays = normalize_keys(arrays)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, image_size, image_size, 3)))['params']
-  wanted = {'/'.join(p): s.shape for p, s in traverse_util.flatten_dict(shapes).items()}
-  head_fits = (HEAD_KERNEL in arrays and model.num_classes is not None
-               and arrays[HEAD_KERNEL].shape[-1] == model.num_classes)
 
-  flat, missing, misshaped = {}, [], []
+def _param_shapes(model: models.ResNetV2) -> dict[str, tuple[int, ...]]:
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  return {'/'.join(p): tuple(s.shape) for p, s in
+          traverse_util.flatten_dict(shapes['params']).items()}
+
+
+def _fits(stored, target) -> bool:
+  """Equal, or equal but for unit dimensions: the official head is a 1x1 conv (1,1,C,K) where
+  ours is Dense (C,K), and some files store GN parameters as (1,1,1,C)."""
+  squeeze = lambda shape: tuple(d for d in shape if d != 1)
+  return tuple(stored) == tuple(target) or squeeze(stored) == squeeze(target)
+
+
+def check_fit(shapes: Mapping[str, tuple[int, ...]], model: models.ResNetV2,
+              keep_head: bool) -> None:
+  """Raise `CheckpointMismatchError` listing every missing, unexpected and mis-shaped array
+  (both shapes) unless the official-layout `shapes` fit `model`; the head must fit only when
+  it is kept."""
+  missing, misshaped = [], []
+  wanted = _param_shapes(model)
   for path, shape in wanted.items():
     key = npz_key(path)
-    if path.startswith('head/') and not head_fits:
-      flat[path] = np.zeros(shape, np.float32)       # fresh zero head, as BiT fine-tuning does
+    if path.startswith('head/') and not keep_head:
       continue
-    if key not in arrays:
-      missing.append(f'  {key} (for {path}, shape {tuple(shape)})')
-      continue
-    value = _to_flax_layout(key, arrays[key], shape)
-    if value.shape != tuple(shape):
-      misshaped.append(f'  {key}: checkpoint {arrays[key].shape}, model {tuple(shape)}')
-      continue
-    flat[path] = value.astype(np.float32)
-  used = {npz_key(p) for p in wanted} | {HEAD_KERNEL, HEAD_BIAS}
-  unexpected = [f'  {k} {arrays[k].shape}' for k in sorted(set(arrays) - used)]
+    if key not in shapes:
+      missing.append(f'  {key} (for {path}, shape {shape})')
+    elif not _fits(shapes[key], shape):
+      misshaped.append(f'  {key}: checkpoint {tuple(shapes[key])}, model {shape}')
+  used = {npz_key(p) for p in wanted} | {HEAD_KERNEL, HEAD_BIAS} | set(METADATA)
+  unexpected = [f'  {k} {tuple(shapes[k])}' for k in sorted(set(shapes) - used)]
   if missing or unexpected or misshaped:
     parts = [f'{title} ({len(names)}):\n' + '\n'.join(names) for title, names in
              (('missing', missing), ('unexpected', unexpected), ('mis-shaped', misshaped))
              if names]
     raise CheckpointMismatchError(
         f'Checkpoint does not fit ResNetV2(units={tuple(model.stage_units)}, '
-        f'width={model.width}, num_classes={model.num_classes}).\n' + '\n'.join(parts) +
+        f'width={model.width}, num_classes={model.num_classes})'
+        f'{", keeping its head" if keep_head else ""}.\n' + '\n'.join(parts) +
         '\nPick the model that matches the file (see bit_jax.pretrained.architecture_of).')
+
+
+def npz_to_params(arrays: Mapping[str, np.ndarray], model: models.ResNetV2, *,
+                  keep_head: bool) -> dict:
+  """Official-layout arrays -> Flax params for `model`.
+
+  The head is the checkpoint's with `keep_head`, else a fresh zero head of the model's size
+  (BiT fine-tuning re-initialises it for every new task, even at the same size). Anything
+  that does not fit raises `CheckpointMismatchError` (see `check_fit`).
+  """
+  arrays = normalize_keys(arrays)
+  check_fit({k: v.shape for k, v in arrays.items()}, model, keep_head)
+  flat = {}
+  for path, shape in _param_shapes(model).items():
+    if path.startswith('head/') and not keep_head:
+      flat[path] = np.zeros(shape, np.float32)
+    else:
+      flat[path] = arrays[npz_key(path)].reshape(shape).astype(np.float32)
   return traverse_util.unflatten_dict({tuple(p.split('/')): v for p, v in flat.items()})
 
 
@@ -311,17 +371,18 @@ def download(name: str, directory: Optional[Path] = None) -> Path:
 
 
 def load_pretrained(name_or_path, num_classes=None, dtype=jnp.float32,
-                    cache: Optional[Path] = None):
-  """`(model, params)` from an official `.npz` path or a published BiT name.
+                    cache: Optional[Path] = None, *, keep_head: bool = False):
+  """`(model, params)` from a checkpoint file or a published BiT name.
 
   Args:
-    name_or_path: a local checkpoint — official `.npz`, timm `.pth` state_dict or an orbax
-      directory written by tools/convert_checkpoint.py — or a name from
-      `bit_jax.models.KNOWN_MODELS` (downloaded to the cache dir on first use).
-    num_classes: size of the head. Left out or None: the checkpoint's own head is kept (a
-      checkpoint without a head gives features). An int: the checkpoint's head when it has
-      this many classes, else a fresh zero-initialised head (BiT fine-tuning). Pass 0 for a
-      features-only model (pre-logits).
+    name_or_path: a local checkpoint — official `.npz` (a run's final.npz too), timm `.pth`
+      state_dict or an orbax directory written by tools/convert_checkpoint.py — or a name
+      from `bit_jax.models.KNOWN_MODELS` (downloaded to the cache dir on first use).
+    num_classes: None (the default) keeps the checkpoint's own head (a checkpoint without a
+      head gives features). An int K gives a fresh zero-initialised K-class head, as BiT
+      fine-tuning does for every new task, even when the checkpoint's head has K classes;
+      `keep_head=True` keeps the checkpoint's head instead (it must have K classes). 0 gives
+      a features-only model (pre-logits).
     dtype: activation dtype (parameters stay float32).
   """
   path = Path(name_or_path)
@@ -332,9 +393,8 @@ def load_pretrained(name_or_path, num_classes=None, dtype=jnp.float32,
           f'({", ".join(sorted(models.KNOWN_MODELS))}).')
     path = download(str(name_or_path), cache)
   arrays = read_any(path)
-  arch = architecture_of(arrays)
+  architecture, head_classes = architecture_of(arrays)
   if num_classes is None:
-    num_classes = arch['num_classes']
-  model = models.ResNetV2(depth=arch['depth'], width=arch['width'], units=arch['units'],
-                          num_classes=num_classes or None, dtype=dtype)
-  return model, npz_to_params(arrays, model)
+    num_classes, keep_head = head_classes, True
+  model = architecture.model(num_classes or None, dtype)
+  return model, npz_to_params(arrays, model, keep_head=keep_head and bool(num_classes))

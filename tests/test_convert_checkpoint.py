@@ -45,9 +45,11 @@ def test_round_trip_through_each_format_is_bit_exact(tmp_path, middle):
 def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
   import orbax.checkpoint as ocp
   arch = convert.write_any(pretrained.read_any(CHECKPOINT), tmp_path / 'ckpt')
-  expected = pretrained.architecture_of(official_arrays())
-  assert arch == dict(expected, units=expected['units'] and list(expected['units']))
-  assert (arch['width'], arch['num_classes']) == (0.5, 10)
+  expected, num_classes = pretrained.architecture_of(official_arrays())
+  assert arch == dict(name=expected.name, units=list(expected.units), width=expected.width,
+                      num_classes=num_classes)
+  assert (arch['name'], arch['units'], arch['width'], arch['num_classes']) == (
+      'R14x0.5', [1, 1, 1, 1], 0.5, 10)
   with ocp.StandardCheckpointer() as checkpointer:
     variables = checkpointer.restore(tmp_path / 'ckpt')
     stored = checkpointer.metadata(tmp_path / 'ckpt').custom_metadata['bit_architecture']
@@ -59,7 +61,7 @@ def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
 
 
 def test_pth_loads_into_timm_strictly_with_the_same_logits(tmp_path):
-  timm = pytest.importorskip('bit_jax.timm_oracle').import_timm()
+  timm = pytest.importorskip('timm_oracle').import_timm()
   import torch
   convert.write_any(pretrained.read_any(CHECKPOINT), tmp_path / 'small.pth')
   small = timm.models.resnetv2.ResNetV2(

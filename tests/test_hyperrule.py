@@ -8,10 +8,7 @@ with the module under test.
 
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from bit_jax import hyperrule
@@ -78,46 +75,17 @@ def test_learning_rate_matches_official(num_examples, step, expected):
   assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
-@pytest.mark.parametrize(
-  "num_examples, cases", [(1_000, SMALL_LRS), (50_000, MEDIUM_LRS), (1_281_167, LARGE_LRS)]
-)
-def test_optax_schedule_matches_official_under_jit(num_examples, cases):
-  lr_at = jax.jit(hyperrule.optax_schedule(num_examples, 0.003))
-  for step, expected in cases:
-    lr = lr_at(jnp.int32(step))
-    assert lr.dtype == jnp.float32
-    assert float(lr) == pytest.approx(expected, rel=1e-6, abs=1e-12), step
-
-
-def test_optax_schedule_drives_sgd_updates():
-  # optax passes its own traced int32 step count; with a constant gradient of 1
-  # and no momentum the update is -lr(step), so the schedule is what optax sees.
-  optimizer = optax.sgd(hyperrule.optax_schedule(1_000, 0.003))
-  params = jnp.zeros(())
-  state = optimizer.init(params)
-  update_fn = jax.jit(optimizer.update)
-  seen = []
-  for _ in range(3):
-    updates, state = update_fn(jnp.ones(()), state, params)
-    seen.append(float(updates))
-  assert seen == pytest.approx([0.0, -0.00003, -0.00006], rel=1e-6)
-
-
 def test_explicit_schedule_overrides_dataset_size():
   plan = hyperrule.Schedule(warmup_steps=10, decay_boundaries=(20,), total_steps=30)
-  lr_at = jax.jit(hyperrule.optax_schedule(None, 0.01, schedule=plan))
   expected = {0: 0.0, 5: 0.005, 10: 0.01, 20: 0.01, 21: 0.001, 29: 0.001, 30: 0.0}
   for step, lr in expected.items():
     assert hyperrule.learning_rate(step, None, 0.01, schedule=plan) == pytest.approx(lr)
-    assert float(lr_at(step)) == pytest.approx(lr, rel=1e-6)
 
 
 def test_no_warmup_schedule_starts_at_base_lr():
   plan = hyperrule.Schedule(warmup_steps=0, decay_boundaries=(), total_steps=5)
-  lr_at = hyperrule.optax_schedule(None, 0.1, schedule=plan)
   assert hyperrule.learning_rate(0, None, 0.1, schedule=plan) == 0.1
-  assert float(lr_at(0)) == pytest.approx(0.1)
-  assert float(lr_at(5)) == 0.0
+  assert hyperrule.learning_rate(5, None, 0.1, schedule=plan) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -132,21 +100,14 @@ def test_invalid_schedule_is_rejected(warmup, boundaries, total):
 def test_schedule_needs_size_or_override():
   with pytest.raises(ValueError, match="num_examples"):
     hyperrule.learning_rate(0, None)
-  with pytest.raises(ValueError, match="num_examples"):
-    hyperrule.optax_schedule(None)
 
 
-def test_batch_scaling():
-  assert hyperrule.base_learning_rate(512) == pytest.approx(0.003)
-  assert hyperrule.base_learning_rate(128) == pytest.approx(0.00075)
-  assert hyperrule.base_learning_rate(4096) == pytest.approx(0.024)
+def test_linear_scaling_is_there_when_asked_for():
+  assert hyperrule.linearly_scaled_lr(512, 0.003, 512) == pytest.approx(0.003)
+  assert hyperrule.linearly_scaled_lr(128, 0.003, 512) == pytest.approx(0.00075)
+  assert hyperrule.linearly_scaled_lr(4096, 0.03, 256) == pytest.approx(0.48)
   with pytest.raises(ValueError, match="positive"):
-    hyperrule.base_learning_rate(0)
-
-
-def test_optimizer_constants():
-  assert hyperrule.MOMENTUM == 0.9
-  assert hyperrule.WEIGHT_DECAY == 0.0
+    hyperrule.linearly_scaled_lr(0, 0.003, 512)
 
 
 def test_resolution_area_boundary_is_strict():

@@ -2,7 +2,6 @@
 
 import urllib.error
 
-import jax
 import numpy as np
 import pytest
 
@@ -30,8 +29,18 @@ def test_logits_match_timm():
 def test_head_policy():
   golden = np.load(GOLDEN)
   x = golden['images'][:1]
-  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=10)   # same size: kept
+  model, params = pretrained.load_pretrained(CHECKPOINT)                   # its own head
   np.testing.assert_allclose(model.apply({'params': params}, x), golden['logits'][:1], atol=1e-4)
+  # A 10-class task from a 10-class checkpoint still gets a fresh zero head (BiT fine-tuning
+  # re-initialises it for every new task) unless the caller asks to keep it.
+  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=10)
+  assert model.num_classes == 10
+  np.testing.assert_array_equal(params['head']['kernel'], 0)
+  np.testing.assert_array_equal(params['head']['bias'], 0)
+  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=10, keep_head=True)
+  np.testing.assert_allclose(model.apply({'params': params}, x), golden['logits'][:1], atol=1e-4)
+  with pytest.raises(pretrained.CheckpointMismatchError, match='keeping its head'):
+    pretrained.load_pretrained(CHECKPOINT, num_classes=5, keep_head=True)
   model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=5)    # new zero head
   assert model.apply({'params': params}, x).shape == (1, 5)
   np.testing.assert_array_equal(params['head']['kernel'], 0)
@@ -59,27 +68,28 @@ def test_mismatched_file_lists_every_problem():
                                                                           np.float32)
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=10)
   with pytest.raises(pretrained.CheckpointMismatchError) as error:
-    pretrained.npz_to_params(arrays, model)
+    pretrained.npz_to_params(arrays, model, keep_head=True)
   message = str(error.value)
   assert 'resnet/block2/unit01/b/group_norm/beta' in message and '(64,)' in message
   assert 'resnet/block9/extra' in message
   assert 'resnet/block3/unit01/c/standardized_conv2d/kernel' in message
   assert '(1, 1, 128, 64)' in message and '(1, 1, 128, 512)' in message
   with pytest.raises(pretrained.CheckpointMismatchError, match='missing'):
-    pretrained.npz_to_params(official_arrays(), models.create_model('R50x1', num_classes=10))
+    pretrained.npz_to_params(official_arrays(), models.create_model('R50x1', num_classes=10),
+                             keep_head=False)
 
 
 def test_numbered_conv_spelling_is_accepted():
   arrays = {k.replace('standardized_conv2d', 'standardized_conv2d_3'): v
             for k, v in official_arrays().items()}
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=10)
-  params = pretrained.npz_to_params(arrays, model)
+  params = pretrained.npz_to_params(arrays, model, keep_head=True)
   np.testing.assert_array_equal(params['block1']['unit01']['conv2']['kernel'],
                                 arrays['resnet/block1/unit01/b/standardized_conv2d_3/kernel'])
 
 
 def test_timm_state_dict_import_and_export():
-  timm = pytest.importorskip('bit_jax.timm_oracle').import_timm()
+  timm = pytest.importorskip('timm_oracle').import_timm()
   import torch
   arrays = official_arrays()
   small = timm.models.resnetv2.ResNetV2(

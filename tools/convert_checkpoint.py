@@ -14,9 +14,7 @@ architecture as JSON custom metadata: `StandardCheckpointer().metadata(d).custom
 import argparse
 import os
 import pathlib
-import pickle
 import sys
-import zipfile
 from typing import Mapping, Optional
 
 import numpy as np
@@ -29,8 +27,8 @@ FORMATS = pretrained.FORMATS
 
 def architecture(arrays: Mapping[str, np.ndarray]) -> dict:
   """`pretrained.architecture_of` in JSON types, as stored in orbax metadata."""
-  arch = pretrained.architecture_of(arrays)
-  return dict(arch, units=arch['units'] and list(arch['units']))
+  arch, num_classes = pretrained.architecture_of(arrays)
+  return dict(name=arch.name, units=list(arch.units), width=arch.width, num_classes=num_classes)
 
 
 def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
@@ -42,7 +40,8 @@ def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
   arch = architecture(arrays)
   # Building the Flax params is the full check (every name and shape, all listed when anything
   # does not fit), so no format gets a file that no model accepts.
-  params = pretrained.npz_to_params(arrays, models.ResNetV2(**arch))
+  model = models.Architecture(arch['units'], arch['width']).model(arch['num_classes'])
+  params = pretrained.npz_to_params(arrays, model, keep_head=True)
   if fmt == 'orbax':
     import orbax.checkpoint as ocp
     if os.path.isdir(path) and os.listdir(path) and not os.path.exists(
@@ -67,10 +66,8 @@ def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
 
 
 def describe(arch: dict) -> str:
-  name = (f'R{arch["depth"]}x{arch["width"]}' if arch['depth']
-          else f'units {tuple(arch["units"])} width {arch["width"]}')
-  return f'ResNet-V2 {name}, ' + (f'{arch["num_classes"]} classes' if arch['num_classes']
-                                  else 'no head')
+  return f'ResNet-V2 {arch["name"]}, ' + (f'{arch["num_classes"]} classes'
+                                          if arch['num_classes'] else 'no head')
 
 
 def main(argv=None) -> int:

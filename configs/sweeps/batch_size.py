@@ -1,6 +1,7 @@
 """Which batch size for fine-tuning, with the learning rate scaled to it?
 
-After Ahmad & Shin: batch sizes 32..512 with lr = base_lr * batch / 512 (BiT's linear rule),
+After Ahmad & Shin: batch sizes 32..512 with lr = base_lr * batch / 512 (the linear scaling
+rule they study, `lr_scaling='linear'`; official BiT keeps 0.003 at any batch),
 each run in two phases: the head alone (`freeze='^(?!head/)'`), then the whole network, both
 with reduce-on-plateau and early stopping on a validation split (10% of each class, held out
 of the training images), evaluated once an epoch:
@@ -43,7 +44,7 @@ SCALES = {
 def get_config(arg='full'):
   scale, base = study_scale(SCALES, arg)
   base.update(val_fraction=0.1, lr_schedule='plateau', plateau_patience=2,
-              early_stopping_patience=3)
+              early_stopping_patience=3, lr_scaling='linear')
   head_epochs, all_epochs = scale['epochs']
   runs = list(scale['upstream_runs'])
   for batch in scale['batches']:

@@ -36,7 +36,7 @@ SCALES = {
                  target={}, upstream_runs=()),
     # Two upstream runs of the sweep; 60-step HyperRule fine-tuning at 32 px.
     'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
-                           batch_size=64, base_lr=0.08, log_every=20, eval_every=0,
+                           batch_size=64, base_lr=0.01, log_every=20, eval_every=0,
                            checkpoint_every=100, keep_checkpoints=1),
                  upstreams={'small': ('small (20%)', '{workdir}/upstream_small/final.npz'),
                             'large': ('large (100%)', '{workdir}/upstream_large/final.npz')},

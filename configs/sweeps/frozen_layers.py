@@ -32,7 +32,7 @@ SCALES = {
                  upstream='BiT-M-R50x1', per_class=(50, 100, 250, 500), target={},
                  upstream_runs=()),
     'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
-                           batch_size=64, base_lr=0.08, log_every=20, eval_every=0,
+                           batch_size=64, base_lr=0.01, log_every=20, eval_every=0,
                            checkpoint_every=100, keep_checkpoints=1),
                  upstream='{workdir}/upstream/final.npz', per_class=(25, 250),
                  target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
