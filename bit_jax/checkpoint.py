@@ -1,50 +1,64 @@
-"""orbax checkpoints of a run: the train state plus a JSON record of where the run stands.
+"""orbax checkpoints of a run: the train state plus the `RunState` as JSON.
 
-The JSON part (phase index, step within the phase, plateau/early-stopping state, finished
-phases' results, examples seen) is what makes resume exact: together with the data pipeline's
-`start_step` and rngs derived from the step, a restarted run replays the same stream.
-Every process calls `save`/`restore`, as orbax requires on several hosts.
+Checkpoints are numbered by save (1, 2, 3, ...), not by step: a number is never reused, so a
+save never has to delete the checkpoint it replaces. orbax commits a new checkpoint before it
+removes the oldest beyond `keep`, so with any `keep` a kill at any moment leaves at least one
+restorable checkpoint. Every process calls `save`/`restore`, as orbax requires on several
+hosts.
 """
 
-from pathlib import Path
 from typing import Optional
 
 import orbax.checkpoint as ocp
+from etils import epath
+
+from bit_jax.errors import RunError
+from bit_jax.run_state import RunState
 
 
 class Checkpoints:
-  """Periodic + final checkpoints under `workdir/checkpoints`, keeping the newest `keep`."""
+  """The newest `keep` checkpoints under `directory`."""
 
-  def __init__(self, workdir, keep: int = 2):
+  def __init__(self, directory, keep: int = 2):
     # Synchronous saves: the train step donates the state's buffers, and on CPU an async save
     # may still be reading zero-copy views of them when the next step overwrites them.
+    self.directory = epath.Path(directory)
     self.manager = ocp.CheckpointManager(
-        Path(workdir).absolute() / 'checkpoints',
+        self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False),
         item_names=('state', 'progress'))
+    self._last = self.manager.latest_step()
 
-  def latest_step(self) -> Optional[int]:
-    return self.manager.latest_step()
-
-  def save(self, step: int, state, progress: dict) -> None:
-    """Save at `step`, replacing a checkpoint of the same step (a periodic save at a phase's
-    last step, then the phase-end save with the phase marked done)."""
-    if step in self.manager.all_steps():
-      self.manager.wait_until_finished()
-      self.manager.delete(step)
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), force=True)
-
-  def progress(self, step: int) -> dict:
-    """The JSON record saved at `step` (read first: it says which phase's state to expect)."""
-    return self.manager.restore(step, args=ocp.args.Composite(
+  def latest(self) -> Optional[tuple[int, RunState]]:
+    """(number, run state) of the newest checkpoint, or None."""
+    if self._last is None:
+      return None
+    record = self.manager.restore(self._last, args=ocp.args.Composite(
         progress=ocp.args.JsonRestore()))['progress']
+    return self._last, RunState.from_json(record)
 
-  def restore(self, step: int, abstract_state):
-    """The state saved at `step`, shaped and sharded like `abstract_state`
+  def save(self, train_state, run_state: RunState) -> int:
+    """Save under the next number; returns it."""
+    number = (self._last or 0) + 1
+    try:
+      self.manager.save(number, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(train_state),
+          progress=ocp.args.JsonSave(run_state.to_json())), force=True)
+    except (OSError, ValueError) as e:
+      good = ('no checkpoint was saved before' if self._last is None else
+              f'checkpoint {self._last} (step {self.latest()[1].global_step}) is intact and a '
+              f'rerun resumes from it')
+      raise RunError(f'Could not save checkpoint {number} in {self.directory} '
+                     f'({type(e).__name__}: {e}); {good}. Free space or fix the directory, '
+                     f'then rerun.') from e
+    self._last = number
+    return number
+
+  def restore(self, number: int, abstract_state):
+    """The train state saved as `number`, shaped and sharded like `abstract_state`
     (a tree of `jax.ShapeDtypeStruct` with shardings)."""
-    return self.manager.restore(step, args=ocp.args.Composite(
+    return self.manager.restore(number, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))['state']
 
   def close(self) -> None:

@@ -1,8 +1,15 @@
-"""Where images come from: a TFDS split, a folder of images per class, or numpy arrays.
+"""Where images come from: dataset names in configs -> `DataSource`s.
+
+* a TFDS name (`cifar10`, `oxford_iiit_pet`, ...) with its split strings (`label_key='labels'`
+  for multi-label data such as ImageNet-21k);
+* `sklearn_digits`: the 1,797 real 8x8 handwritten digits that scikit-learn ships, so the
+  demo runs offline on a fresh machine;
+* `folder:<root>`: images in `<root>/<split>/<class>/**` (any filesystem epath reads);
+* numpy arrays (`array_source`), for research code and tests.
 
 Each is a `DataSource`: one split as tf.data records ``{'image', 'label', 'id'}`` in one
 fixed order, where an example's id is its position in that order (the ids `subsets.py`
-draws subsets from), plus its size, its number of classes and all its labels as numpy.
+draws subsets from), plus its size, its classes and, on request, all its labels as numpy.
 
 The pipeline reads records *undecoded* (`undecoded_records`) and decodes them with
 `decode_image` only after it has dropped the examples it does not use and shuffled: a
@@ -13,15 +20,18 @@ record read, never an image decode. `records()` is the decoded view, for everyon
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import logging
 import os
-from collections.abc import Callable
-from pathlib import Path
+import re
+import socket
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epath
 
 # JAX owns the accelerators; a TF that also initialised them would take their memory.
 try:
@@ -41,8 +51,9 @@ def decode_encoded_image(encoded: tf.Tensor) -> tf.Tensor:
 class DataSource:
   """One split of labelled images, always read in the same order.
 
-  `undecoded_records()` gives ``{'image': <what decode_image takes>, 'label': int32,
-  'id': int64}``; `labels` returns the int label of every example in id order.
+  `undecoded_records()` gives ``{'image': <what decode_image takes>, 'label': int32 (a list
+  of them with `multi_label`), 'id': int64}``; `labels` returns the int label of every
+  example in id order (a pass over the split for TFDS; in memory when `labels_in_memory`).
   """
 
   name: str
@@ -52,6 +63,9 @@ class DataSource:
   decode_image: Callable[[tf.Tensor], tf.Tensor]
   labels: Callable[[], np.ndarray]
   skipped_files: tuple[str, ...] = ()  # unreadable images left out (image folders)
+  class_names: tuple[str, ...] | None = None  # label i is class_names[i], where known
+  multi_label: bool = False  # several labels per example (ImageNet-21k)
+  labels_in_memory: bool = False  # `labels()` costs nothing: no pass over the data
 
   def records(self) -> tf.data.Dataset:
     """``{'image': uint8 [H, W, 3], 'label': int32, 'id': int64}`` in id order."""
@@ -65,14 +79,57 @@ class DataSource:
 def _labels_of(records: tf.data.Dataset, name: str) -> np.ndarray:
   if records.element_spec["label"].shape.rank != 0:
     raise ValueError(
-      f"Expected one class per example in {name} to list its labels; found labels "
-      f"of shape {records.element_spec['label'].shape}. Subsets of multi-label "
-      "data are not supported: use the whole split."
+      f"Expected one class per example in {name} to list its labels; its examples have "
+      "several. Subsets, holdouts and class filters need one label per example: train "
+      "on the whole split."
     )
   batches = records.map(lambda record: record["label"]).batch(8192)
   labels = np.concatenate([np.zeros([0], np.int32), *batches.as_numpy_iterator()])
   labels.flags.writeable = False  # cached and shared by every caller
   return labels
+
+
+OUR_DATASETS = ("sklearn_digits", "folder:<root>")
+TFDS_CATALOG = "https://www.tensorflow.org/datasets/catalog/overview"
+# Where TFDS downloads from when a dataset is not prepared; checked before a download so an
+# offline machine fails in seconds instead of retrying for minutes.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _reachable(host: tuple[str, int], timeout: float = 5.0) -> bool:
+  try:
+    with socket.create_connection(host, timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def _tfds_builder(name: str, data_dir):
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    base = name.split(":")[0].split("/")[0]
+    close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
+    hint = f" (close: {', '.join(close)})" if close else ""
+    raise ValueError(
+      f"Unknown dataset {name!r}: neither ours ({', '.join(OUR_DATASETS)}) nor a TFDS "
+      f"name{hint}. TFDS names: {TFDS_CATALOG} or tfds.list_builders()."
+    ) from None
+
+
+def _label_feature(builder, label_key: str) -> tuple[int, tuple[str, ...], bool]:
+  """(num_classes, class names, multi_label) of the feature `label_key`."""
+  features = builder.info.features
+  feature = features[label_key] if label_key in features else None
+  multi_label = isinstance(feature, tfds.features.Sequence)
+  if multi_label:
+    feature = feature.feature
+  if not isinstance(feature, tfds.features.ClassLabel):
+    raise ValueError(
+      f"Expected {builder.name!r} to have a ClassLabel feature {label_key!r} (or a "
+      f"Sequence of them); its features are {sorted(features)}. Set label_key."
+    )
+  return feature.num_classes, tuple(feature.names), multi_label
 
 
 def tfds_source(
@@ -89,10 +146,17 @@ def tfds_source(
   are only comparable between sources built with the same `split` string.
   `label_key` names the label feature (e.g. ``'labels'`` for multi-label data).
   """
-  builder = tfds.builder(name, data_dir=data_dir)
-  if download:
+  builder = _tfds_builder(name, data_dir)
+  if download and not builder.is_prepared():
+    if not _reachable(DOWNLOAD_HOST):
+      raise FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} and the "
+        f"download host {DOWNLOAD_HOST[0]} cannot be reached. Prepare it on a machine "
+        f"with network access (tfds.builder({name!r}).download_and_prepare()) and point "
+        "data_dir at the folder that holds it."
+      )
     builder.download_and_prepare()
-  num_classes = builder.info.features[label_key].num_classes
+  num_classes, class_names, multi_label = _label_feature(builder, label_key)
 
   def undecoded_records() -> tf.data.Dataset:
     try:
@@ -127,6 +191,8 @@ def tfds_source(
     undecoded_records=undecoded_records,
     decode_image=decode_encoded_image,
     labels=functools.cache(lambda: _labels_of(undecoded_records(), source_name)),
+    class_names=class_names,
+    multi_label=multi_label,
   )
 
 
@@ -154,18 +220,29 @@ def _undecodable(paths: list[str]) -> list[int]:
   return bad
 
 
+def _images_under(directory: epath.Path) -> list[epath.Path]:
+  """Image files anywhere below `directory`, sorted by path (nested folders included, as
+  torchvision's ImageFolder reads them)."""
+  found = []
+  for folder, _, files in directory.walk():
+    found += [folder / f for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+  return sorted(found, key=str)
+
+
 def image_folder_source(
   root: str | os.PathLike, split: str, *, skip_corrupt: bool = False
 ) -> DataSource:
-  """Images laid out as ``root/<split>/<class_name>/*.jpg|jpeg|png``.
+  """Images laid out as ``root/<split>/<class_name>/**/*.jpg|jpeg|png``.
 
   Classes are the sorted class-folder names found under *any* split of `root`, so
-  train and test agree on label numbers even when a split lacks a class. Files are
-  sorted, which fixes the ids. Every image is decoded once here, by the decoder the
-  pipeline uses: an unreadable file raises an error naming it, or with
-  ``skip_corrupt=True`` is left out, logged and listed in `skipped_files`.
+  train and test agree on label numbers even when a split lacks a class; a class folder
+  without images in `split` is an error (it would be a class never seen). Images in
+  subfolders of a class folder belong to it; files beside the class folders are named in
+  a warning and left out. Files are sorted, which fixes the ids. Every image is decoded
+  once here, by the decoder the pipeline uses: an unreadable file raises an error naming
+  it, or with ``skip_corrupt=True`` is left out, logged and listed in `skipped_files`.
   """
-  root = Path(root)
+  root = epath.Path(root)
   split_dir = root / split
   if not split_dir.is_dir():
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -176,13 +253,28 @@ def image_folder_source(
   class_names = sorted(
     {c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir()}
   )
-  paths, labels = [], []
+  loose = [p.name for p in split_dir.iterdir() if not p.is_dir()]
+  if loose:
+    logging.warning(
+      "Left out %d files in %s that are not in a class folder, e.g. %s",
+      len(loose), split_dir, loose[0],
+    )
+  paths, labels, empty = [], [], []
   for label, class_name in enumerate(class_names):
     class_dir = split_dir / class_name
-    files = sorted(class_dir.iterdir()) if class_dir.is_dir() else []
-    images = [str(f) for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not class_dir.is_dir():
+      continue
+    images = [str(f) for f in _images_under(class_dir)]
+    if not images:
+      empty.append(class_name)
     paths += images
     labels += [label] * len(images)
+  if empty:
+    raise ValueError(
+      f"Expected {'/'.join(IMAGE_SUFFIXES)} images in every class folder of {split_dir}; "
+      f"{', '.join(empty)} hold none. Add images or remove the folders (an empty folder "
+      "would be a class that is never trained or tested)."
+    )
   if not paths:
     raise FileNotFoundError(
       f"Expected {'/'.join(IMAGE_SUFFIXES)} files in class folders under "
@@ -194,7 +286,8 @@ def image_folder_source(
   if skipped and not skip_corrupt:
     raise ValueError(
       f"Expected decodable JPEG/PNG images; {len(skipped)} in {split_dir} cannot be "
-      f"read, e.g. {skipped[0]}. Fix or remove them, or pass skip_corrupt=True."
+      f"read, e.g. {skipped[0]}. Fix or remove them, or set skip_corrupt=True "
+      "(--config.skip_corrupt=True) to leave them out."
     )
   if skipped:
     logging.warning(
@@ -221,18 +314,22 @@ def image_folder_source(
     decode_image=decode_encoded_image,
     labels=lambda: labels.copy(),
     skipped_files=skipped,
+    class_names=tuple(class_names),
+    labels_in_memory=True,
   )
 
 
 def array_source(
   images: np.ndarray, labels: np.ndarray, *, num_classes: int | None = None,
-  name: str = "arrays",
+  name: str = "arrays", class_names: Sequence[str] | None = None,
 ) -> DataSource:
   """In-memory images, uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4, and labels [N].
 
-  `num_classes` defaults to the largest label + 1. The arrays are held in the input
-  graph, so this suits data sets up to about a gigabyte.
+  `num_classes` defaults to the largest label + 1 (or the number of `class_names`). The
+  arrays are held in the input graph, so this suits data sets up to about a gigabyte.
   """
+  if num_classes is None and class_names is not None:
+    num_classes = len(class_names)
   images, labels = np.asarray(images), np.asarray(labels)
   if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
     images.ndim == 4 and images.shape[-1] not in (1, 3, 4)
@@ -273,4 +370,98 @@ def array_source(
     undecoded_records=undecoded_records,
     decode_image=decode_image,
     labels=lambda: labels.copy(),
+    class_names=None if class_names is None else tuple(class_names),
+    labels_in_memory=True,
   )
+
+
+def digits_source(split: str) -> DataSource:
+  """scikit-learn's digits. 'test' is a fixed random fifth (seed 0), 'train' the rest (the
+  file stores digits in a repeating 0-9 order, so index-based splits would be biased);
+  'train[:60%]'-style slices of either are random disjoint parts."""
+  from sklearn.datasets import load_digits
+
+  digits = load_digits()
+  n = len(digits.target)
+  order = np.random.default_rng(0).permutation(n)  # random, so slices are random too
+  parts = {"test": order[: n // 5], "train": order[n // 5 :]}
+  match = re.fullmatch(r"(train|test)(?:\[(\d*)%?:(\d*)%?\])?", split)
+  if not match:
+    raise ValueError(
+      f"sklearn_digits has splits 'train' and 'test' (sliceable as 'train[:60%]'), "
+      f"not {split!r}."
+    )
+  ids = parts[match.group(1)]
+  start, stop = (int(p) * len(ids) // 100 if p else None for p in match.group(2, 3))
+  keep = np.sort(ids[slice(start, stop)])
+  images = np.round(digits.images[keep] * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
+  return array_source(
+    images, digits.target[keep], name=f"sklearn_digits/{split}",
+    class_names=[str(d) for d in range(10)],
+  )
+
+
+def restrict_classes(source: DataSource, classes: Sequence[int]) -> DataSource:
+  """Keep examples of `classes`, relabelled by position in `classes`, with fresh ids 0..M-1
+  (ids are positions, which subsets and the pipeline rely on)."""
+  classes = [int(c) for c in classes]
+  all_labels = source.labels()
+  unknown = sorted(set(classes) - set(range(source.num_classes)))
+  if unknown:
+    raise ValueError(
+      f"classes {unknown} are not in {source.name} (labels 0..{source.num_classes - 1})."
+    )
+  lookup = np.full(source.num_classes, -1, np.int32)
+  lookup[classes] = np.arange(len(classes), dtype=np.int32)
+  new_labels = lookup[all_labels]
+  new_labels = new_labels[new_labels >= 0]
+  table = tf.constant(lookup)
+
+  def undecoded_records():
+    kept = source.undecoded_records().filter(lambda r: tf.gather(table, r["label"]) >= 0)
+    return kept.enumerate().map(
+      lambda i, r: {**r, "id": i, "label": tf.gather(table, r["label"])}
+    )
+
+  names = source.class_names
+  return dataclasses.replace(
+    source,
+    name=f"{source.name}[classes={','.join(map(str, classes))}]",
+    num_examples=len(new_labels),
+    num_classes=len(classes),
+    undecoded_records=undecoded_records,
+    labels=lambda: new_labels,
+    class_names=None if names is None else tuple(names[c] for c in classes),
+    labels_in_memory=True,
+  )
+
+
+# Datasets whose 'test' split has no labels (TFDS marks them -1): evaluate on 'validation',
+# as the official BiT code does for ImageNet.
+VALIDATION_EVAL = ("imagenet2012", "imagenet2012_subset", "imagenet2012_real")
+
+
+def default_eval_split(dataset: str) -> str:
+  base = dataset.split(":")[0].split("/")[0]
+  return "validation" if base in VALIDATION_EVAL else "test"
+
+
+def get_source(
+  dataset: str,
+  split: str,
+  *,
+  data_dir: str | None = None,
+  classes: Sequence[int] | None = None,
+  label_key: str = "label",
+  skip_corrupt: bool = False,
+) -> DataSource:
+  """The `DataSource` of a config's dataset name and split (see the module docstring)."""
+  if dataset == "sklearn_digits":
+    source = digits_source(split)
+  elif dataset.startswith("folder:"):
+    source = image_folder_source(
+      dataset.removeprefix("folder:"), split, skip_corrupt=skip_corrupt
+    )
+  else:
+    source = tfds_source(dataset, split, data_dir=data_dir, label_key=label_key)
+  return restrict_classes(source, classes) if classes else source

@@ -14,10 +14,11 @@ appended (a bias that the ridge penalty barely touches), and the targets are one
 rescaled to +-1. Then W = (X^T X + l2 I)^-1 X^T Y, the prediction is argmax(X_test W), and
 the accuracy is measured on the whole eval split. big_vision's default l2 is 2^10.
 
-`fewshot_accuracies` is the function to call from research code or during upstream training
-(`probe_phase` reads its settings from a phase config).
+`fewshot_accuracies` is the function to call from research code; `Probe` builds the data and
+the compiled feature function once, for probing during training (bit_jax/evaluators.py).
 """
 
+import functools
 import sys
 
 import jax
@@ -25,25 +26,25 @@ import numpy as np
 from absl import app, flags, logging
 from absl.flags import FLAGS
 
-from bit_jax import datasets, hyperrule, input_pipeline, pretrained, subsets
+from bit_jax import data_sources, hyperrule, input_pipeline, pretrained, subsets
 
 L2 = 2.0 ** 10           # big_vision's fewshot default
 BIAS_CONSTANT = 100.0    # big_vision: a large constant feature, so the bias is ~unregularised
 STD_EPS = 1e-5
 
 
+def pre_logits(model, params, images):
+  return model.apply({'params': params}, images, return_intermediates=True)[1]['pre_logits']
+
+
 def pre_logits_fn(model):
   """A jitted `(params, images) -> pre-logits`; build it once, it compiles per image shape."""
-  return jax.jit(lambda p, x: model.apply({'params': p}, x,
-                                          return_intermediates=True)[1]['pre_logits'])
+  return jax.jit(functools.partial(pre_logits, model))
 
 
-def features(apply, params, source, *, crop, ids=None, batch_size=256):
-  """(pre-logit features [n, d] float64, labels [n], ids [n]) of `source`'s `ids` (all if
-  None); `apply` is a `pre_logits_fn(model)`."""
-  # One process reads everything: the probe is small and every process gets the same answer.
-  batches = input_pipeline.eval_data(source, global_batch_size=batch_size, crop=crop, ids=ids,
-                                     process_index=0, process_count=1)
+def features(apply, params, batches):
+  """(pre-logit features [n, d] float64, labels [n], ids [n]) of eval `batches`; `apply` is a
+  `pre_logits_fn(model)`."""
   feats, labels, read = [], [], []
   for batch in batches:
     mask = batch['mask']
@@ -76,39 +77,40 @@ def predict(fit, x):
   return np.argmax(_design(x, mean, std) @ w, axis=1)
 
 
+class Probe:
+  """The probe of one dataset, built once (k-shot subsets, input pipelines, the compiled
+  feature function) and evaluated on any parameters with `accuracies(params)`."""
+
+  def __init__(self, model, train_source, test_source, shots, crop, seed=0, *, l2=L2,
+               batch_size=256):
+    self.shots, self.l2, self.num_classes = sorted(shots), l2, train_source.num_classes
+    labels = train_source.labels()
+    self._subsets = {k: subsets.per_class(labels, k, seed) for k in self.shots}
+    # One process reads everything: the probe is small and every process gets the same answer.
+    eval_data = lambda source, ids: input_pipeline.eval_data(
+        source, global_batch_size=batch_size, crop=crop, ids=ids, process_index=0,
+        process_count=1)
+    self._train = eval_data(train_source, self._subsets[self.shots[-1]])
+    self._test = eval_data(test_source, None)
+    self._features = pre_logits_fn(model)
+
+  def accuracies(self, params) -> dict[int, float]:
+    """{k: test top-1} of the ridge probe trained on k images per class, for each k."""
+    train_x, train_y, train_ids = features(self._features, params, self._train)
+    test_x, test_y, _ = features(self._features, params, self._test)
+    accuracies = {}
+    for k in self.shots:     # the k-shot sets are nested: each is a subset of the largest one's
+      rows = np.isin(train_ids, self._subsets[k])
+      fit = fit_ridge(train_x[rows], train_y[rows], self.num_classes, self.l2)
+      accuracies[k] = float(np.mean(predict(fit, test_x) == test_y))
+    return accuracies
+
+
 def fewshot_accuracies(model, params, train_source, test_source, shots, crop, seed=0, *,
                        l2=L2, batch_size=256):
   """{k: test top-1} of the ridge probe trained on k images per class, for each k in shots."""
-  shots = sorted(shots)
-  labels = train_source.labels()
-  largest = subsets.per_class(labels, shots[-1], seed)
-  apply = pre_logits_fn(model)
-  train_x, train_y, train_ids = features(apply, params, train_source, crop=crop, ids=largest,
-                                         batch_size=batch_size)
-  test_x, test_y, _ = features(apply, params, test_source, crop=crop, batch_size=batch_size)
-  accuracies = {}
-  for k in shots:     # the k-shot sets are nested: each is a subset of the largest one's rows
-    rows = np.isin(train_ids, subsets.per_class(labels, k, seed))
-    fit = fit_ridge(train_x[rows], train_y[rows], train_source.num_classes, l2)
-    accuracies[k] = float(np.mean(predict(fit, test_x) == test_y))
-  return accuracies
-
-
-def probe_phase(phase, model, params) -> dict:
-  """{'fewshot_<k>shot_top1': ...} for a phase config with `fewshot_shots` (and optionally
-  `fewshot_dataset`, `fewshot_classes`, `fewshot_l2`): the hook for upstream training."""
-  # Each process probes on one local device, with its own copy of the replicated parameters.
-  params = jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a,
-                        params)
-  dataset = phase.get('fewshot_dataset') or phase.dataset
-  train_source, test_source = (
-      datasets.get_source(dataset, split, data_dir=phase.data_dir,
-                          classes=phase.get('fewshot_classes'))
-      for split in (phase.train_split, phase.eval_split))
-  accuracies = fewshot_accuracies(model, params, train_source, test_source,
-                                  phase.fewshot_shots, phase.crop, phase.subset_seed,
-                                  l2=phase.get('fewshot_l2') or L2)
-  return {f'fewshot_{k}shot_top1': v for k, v in accuracies.items()}
+  return Probe(model, train_source, test_source, shots, crop, seed, l2=l2,
+               batch_size=batch_size).accuracies(params)
 
 
 def define_flags():
@@ -116,7 +118,7 @@ def define_flags():
   module (e.g. from train.py) adds no flags to other programs."""
   flags.DEFINE_string('model', None, "Published BiT name or official-layout .npz (e.g. a run's "
                       'final.npz).')
-  flags.DEFINE_string('dataset', 'cifar10', 'Dataset name (see bit_jax/datasets.py).')
+  flags.DEFINE_string('dataset', 'cifar10', 'Dataset name (see bit_jax/data_sources.py).')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir.')
   flags.DEFINE_list('classes', None, 'Keep these classes only (e.g. 5,6,7,8,9).')
   flags.DEFINE_list('shots', ['1', '5', '10', '25'], 'Images per class to fit on.')
@@ -134,7 +136,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)    # TFDS logs every dataset it opens at INFO
   classes = tuple(int(c) for c in FLAGS.classes) if FLAGS.classes else None
   train_source, test_source = (
-      datasets.get_source(FLAGS.dataset, split, data_dir=FLAGS.data_dir, classes=classes)
+      data_sources.get_source(FLAGS.dataset, split, data_dir=FLAGS.data_dir, classes=classes)
       for split in (FLAGS.train_split, FLAGS.eval_split))
   crop = FLAGS.crop
   if crop is None:

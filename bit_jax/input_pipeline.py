@@ -261,6 +261,28 @@ def train_data(
   return _with_options(batches.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
+def process_batches(
+  source: DataSource, *, data_shards: int, process_index: int | None = None,
+  process_count: int | None = None, **train_data_kwargs,
+) -> Iterator[dict[str, np.ndarray]]:
+  """This process's part of every global batch when the data is cut into `data_shards`
+  shards (a multiple of the processes): its shards' `train_data` streams, concatenated. The
+  global batch is then the same whatever the number of processes, for the same shards."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  per_process = data_shards // process_count
+  first = process_index * per_process
+  streams = [
+    train_data(source, process_index=shard, process_count=data_shards, **train_data_kwargs)
+    for shard in range(first, first + per_process)
+  ]
+  for parts in zip(*streams):
+    if len(parts) == 1:  # the usual case: no copy of what may be a gigabyte a step
+      yield {k: parts[0][k] for k in ("image", "label")}
+    else:
+      yield {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
+
+
 def num_eval_batches(num_examples: int, global_batch_size: int, process_count: int) -> int:
   """Batches each process yields: enough for the largest shard, ceil(N / P)."""
   largest_shard = math.ceil(num_examples / process_count)

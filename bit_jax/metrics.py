@@ -6,25 +6,29 @@ no `if process_index == 0` of its own.
 
 import json
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
+
+from bit_jax.errors import RunError
 
 
 class MetricWriter:
-  def __init__(self, workdir, *, enabled: bool = True):
+  def __init__(self, metrics_file, tensorboard_dir, *, enabled: bool = True):
     self.enabled = enabled
-    self.workdir = Path(workdir)
+    self.tensorboard_dir = epath.Path(tensorboard_dir)
     self._tensorboard = None
     if enabled:
-      self.workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(self.workdir / 'metrics.jsonl', 'a', buffering=1)
+      metrics_file = epath.Path(metrics_file)
+      metrics_file.parent.mkdir(parents=True, exist_ok=True)
+      # Appended line by line; every record is complete JSON or absent after a kill.
+      self._jsonl = metrics_file.open('a')
 
   @property
   def tensorboard(self):
     if self._tensorboard is None:   # importing TensorFlow's summary ops is slow; do it lazily
       from flax.metrics import tensorboard
-      self._tensorboard = tensorboard.SummaryWriter(str(self.workdir / 'tensorboard'))
+      self._tensorboard = tensorboard.SummaryWriter(str(self.tensorboard_dir))
     return self._tensorboard
 
   def write(self, step: int, **scalars) -> None:
@@ -32,10 +36,16 @@ class MetricWriter:
       return
     record = {'step': step, **{k: v if isinstance(v, str) else float(v)
                                for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + '\n')
-    for name, value in scalars.items():
-      if not isinstance(value, str):
-        self.tensorboard.scalar(name, float(value), step)
+    try:
+      self._jsonl.write(json.dumps(record) + '\n')
+      self._jsonl.flush()
+      for name, value in scalars.items():
+        if not isinstance(value, str):
+          self.tensorboard.scalar(name, float(value), step)
+    except OSError as e:
+      raise RunError(f'Could not write metrics to {self.tensorboard_dir.parent} '
+                     f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
+                     f'the directory, then rerun to resume.') from None
 
   def print(self, *args) -> None:
     if self.enabled:
@@ -48,7 +58,7 @@ class MetricWriter:
         self._tensorboard.flush()
 
 
-class Progress:
+class ProgressLine:
   """The live line: step/total, loss, lr, images/s and ETA, measured between two reports."""
 
   def __init__(self, total_steps: int, batch_size: int, start_step: int = 0):

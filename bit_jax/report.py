@@ -16,8 +16,13 @@ test set (metrics.jsonl), with the examples processed by then.
 
 import argparse
 import csv
+import io
 import re
 from pathlib import Path
+
+from etils import epath
+
+from bit_jax import files
 
 import matplotlib
 
@@ -28,8 +33,8 @@ from matplotlib import ticker  # noqa: E402
 MEASURED = ('train_examples', 'per_class', 'top1', 'top5', 'steps', 'examples_seen',
             'compute_epochs', 'wall_time_s')
 PHASE_COLUMNS = ('name', 'phase', 'batch_size', 'lr', 'lr_schedule', 'shots', 'fraction',
-                 'freeze', 'init', 'num_examples', 'top1', 'top5', 'val_top1', 'steps',
-                 'examples_seen')
+                 'freeze', 'init', 'head', 'num_examples', 'test_top1', 'test_top5', 'val_top1',
+                 'steps', 'examples_seen')
 EVAL_COLUMNS = ('name', 'phase', 'step', 'examples_seen', 'top1', 'val_top1')
 
 
@@ -40,15 +45,15 @@ def _cell(value):
 
 
 def write_csv(path, rows, columns):
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, columns, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
+  text = io.StringIO(newline='')
+  writer = csv.DictWriter(text, columns, extrasaction='ignore')
+  writer.writeheader()
+  writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
+  files.write_atomic(path, text.getvalue())
 
 
 def read_csv(path):
-  with open(path, newline='') as f:
-    return list(csv.DictReader(f))
+  return list(csv.DictReader(io.StringIO(epath.Path(path).read_text(), newline='')))
 
 
 def markdown_table(rows, columns):
@@ -107,8 +112,10 @@ def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=
   if series or len(lines) > 1:
     ax.legend(title=series and series.replace('_', ' '), fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
+  image = io.BytesIO()
+  fig.savefig(image, format='png')
   plt.close(fig)
+  files.write_atomic(path, image.getvalue())
 
 
 def plot_name(title):
@@ -117,7 +124,7 @@ def plot_name(title):
 
 def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
   """results.csv, phases.csv, evals.csv, results.md and `<name>.png` in `directory`."""
-  directory = Path(directory)
+  directory = epath.Path(directory)
   write_csv(directory / 'results.csv', rows, columns)
   write_csv(directory / 'phases.csv', phase_rows, PHASE_COLUMNS)
   write_csv(directory / 'evals.csv', eval_rows, EVAL_COLUMNS)
@@ -125,7 +132,7 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
   if any(r['phase'] != 'phase0' for r in phase_rows):
     text += ['', '## Phases (examples_seen is cumulative within a run)', '',
              markdown_table(phase_rows, PHASE_COLUMNS)]
-  (directory / 'results.md').write_text('\n'.join(text) + '\n')
+  files.write_atomic(directory / 'results.md', '\n'.join(text) + '\n')
   points = {'phases': phase_rows, 'evals': eval_rows}.get(report.get('points'), rows)
   source = [{k: _cell(v) for k, v in r.items()} for r in points
             if r['name'] in report.get('runs', [r['name']])]

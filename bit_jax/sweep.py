@@ -15,26 +15,33 @@ A sweep config's `get_config(arg)` returns a ConfigDict with
   default), 'phases': per phase from phases.csv, or 'evals': per evaluation from evals.csv)
   and `runs`, the names to plot (default all). Non-numeric x values are categories.
 
-Each run trains in `<workdir>/<name>` with `train.run` (all devices, one run at a time). A run
+Each run trains in `<workdir>/<name>` with `run.run` (all devices, one run at a time). A run
 whose results.json exists is skipped, and an interrupted one resumes where it stopped, so
 rerunning the command finishes a sweep. After every run the tables and the plot are
 rewritten (see `bit_jax/report.py` for their columns).
 """
 
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import jax
 import ml_collections
 from absl import app, flags, logging
+from etils import epath
 
-from bit_jax import metrics, report, train
+from bit_jax import files, metrics, report, train
+from bit_jax import run as run_lib
+from bit_jax.errors import ConfigError, Stopped, UserError
+from bit_jax.preemption import StopRequest
+from bit_jax.run_state import Workdir
 
 PLACEHOLDER = '{workdir}'
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(ConfigError):
   """A sweep config the user must fix; `main` prints it without a traceback."""
 
 
@@ -85,7 +92,12 @@ def run_config(sweep, run: dict, workdir) -> ml_collections.ConfigDict:
   """The train config of one run: `base` with the run's overrides, {workdir} filled in."""
   config = sweep.base.to_dict()
   config.update({k: v for k, v in run.items() if k not in ('name', 'tags')})
-  return ml_collections.ConfigDict(_substitute(config, Path(workdir).resolve()))
+  return ml_collections.ConfigDict(_substitute(config, _absolute(workdir)))
+
+
+def _absolute(path) -> epath.Path:
+  """A local path made absolute (runs refer to each other's files by it); others as they are."""
+  return epath.Path(Path(path).resolve() if files.is_local(path) else path)
 
 
 def _eval_rows(name, directory, resolved, results):
@@ -95,7 +107,7 @@ def _eval_rows(name, directory, resolved, results):
     starts.append((step0, seen0, phase))
     step0, seen0 = step0 + result['steps'], result['examples_seen']
   evals = {}
-  for line in (directory / 'metrics.jsonl').read_text().splitlines():
+  for line in Workdir(directory).metrics.read_text().splitlines():
     record = json.loads(line)
     if 'test_top1' in record:      # a resumed run logs some steps twice: keep the last
       evals[record['step']] = record
@@ -110,22 +122,22 @@ def _eval_rows(name, directory, resolved, results):
 
 def collect(runs, workdir):
   """(run rows, columns, phase rows, eval rows) from the run directories with results.json."""
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   tags = list(dict.fromkeys(k for r in runs for k in r.get('tags', {})))
   swept = list(dict.fromkeys(k for r in runs for k in r if k not in ('name', 'tags', 'phases')))
   rows, phase_rows, eval_rows = [], [], []
   for run in runs:
-    directory = workdir / run['name']
-    if not (directory / 'results.json').exists():
+    directory = Workdir(workdir / run['name'])
+    if not directory.results.exists():
       continue
-    results = json.loads((directory / 'results.json').read_text())
-    resolved = json.loads((directory / 'phases.json').read_text())
+    results = files.read_json(directory.results)
+    resolved = files.read_json(directory.plan)
     last = resolved[-1]
     row = {'name': run['name'], **run.get('tags', {}),
            **{k: run[k] for k in swept if k in run}}
     row.update(train_examples=last['num_examples'],
                per_class=round(last['num_examples'] / last['num_classes'], 1),
-               top1=results['final']['top1'], top5=results['final']['top5'],
+               top1=results['final'].get('test_top1'), top5=results['final'].get('test_top5'),
                steps=results['steps'], examples_seen=results['examples_seen'],
                compute_epochs=results['examples_seen'] / last['num_examples'],
                wall_time_s=results['wall_time_s'])
@@ -133,25 +145,38 @@ def collect(runs, workdir):
     for phase, result in zip(resolved, results['phases']):
       phase_rows.append({**{k: phase.get(k) for k in report.PHASE_COLUMNS}, **result,
                          'name': run['name'], 'phase': phase['name'],
-                         'init': phase['init'].replace(str(workdir.resolve()), PLACEHOLDER)})
-    eval_rows += _eval_rows(run['name'], directory, resolved, results)
+                         'init': phase['init'].replace(str(_absolute(workdir)), PLACEHOLDER)})
+    eval_rows += _eval_rows(run['name'], directory.root, resolved, results)
   return rows, ['name', *tags, *swept, *report.MEASURED], phase_rows, eval_rows
 
 
-def run_sweep(sweep: ml_collections.ConfigDict, workdir, name: str = 'results') -> list[dict]:
-  """Train every run not finished yet, rewriting the report after each; returns the rows."""
-  workdir = Path(workdir)
+def run_sweep(sweep: ml_collections.ConfigDict, workdir, name: str = 'results', *,
+              stop: Optional[StopRequest] = None) -> list[dict]:
+  """Train every run not finished yet, rewriting the report after each; returns the rows.
+
+  SIGTERM is honoured at any point: the run in progress saves and stops, or the sweep stops
+  before its next run (`errors.Stopped`); rerunning the command continues.
+  """
+  with contextlib.ExitStack() as stack:
+    stop = stop or stack.enter_context(StopRequest())
+    return _run_all(sweep, epath.Path(workdir), name, stop)
+
+
+def _run_all(sweep, workdir, name, stop) -> list[dict]:
   workdir.mkdir(parents=True, exist_ok=True)
   runs = check_runs(sweep)
   write = metrics.is_logging_process()
   report_config = _as_dict(sweep.report)
   for index, run in enumerate(runs):
     directory = workdir / run['name']
-    if (directory / 'results.json').exists():
+    if Workdir(directory).results.exists():
       print(f'[{index + 1}/{len(runs)}] {run["name"]}: done before, skipped', flush=True)
       continue
+    if stop.agreed():
+      raise Stopped(f'Stopped on request before run {run["name"]}; rerun the same command to '
+                    f'continue the sweep.')
     print(f'[{index + 1}/{len(runs)}] {run["name"]}', flush=True)
-    train.run(run_config(sweep, run, workdir), directory)
+    run_lib.run(run_config(sweep, run, workdir), directory, stop=stop)
     if write:
       report.write_all(workdir, name, *collect(runs, workdir), report_config)
   tables = collect(runs, workdir)
@@ -173,18 +198,17 @@ def main(argv):
   # Every run compiles the same train and eval steps again; a persistent cache turns all but
   # the first compilation into a lookup (~10 s a run on CPU).
   if not jax.config.jax_compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir', str(Path(_WORKDIR.value) / '.jax_cache'))
+    jax.config.update('jax_compilation_cache_dir', str(epath.Path(_WORKDIR.value) / '.jax_cache'))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   train.initialize_distributed()
   name = Path(flags.FLAGS['config'].config_filename.split(':')[0]).stem
   try:
     rows = run_sweep(_CONFIG.value, _WORKDIR.value, name)
-  except (train.TrainingError, SweepConfigError) as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+  except (UserError, Stopped) as e:
+    sys.exit(train.report(e))
   if metrics.is_logging_process():
     print(f'{len(rows)} runs: {_WORKDIR.value}/results.md, {_WORKDIR.value}/{name}.png')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=train.parse_flags)

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from bit_jax import data_sources
+from sklearn.datasets import load_digits
 
 CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
 
@@ -129,3 +130,73 @@ def test_array_source_grayscale_becomes_rgb_and_bad_input_is_explained():
     data_sources.array_source(images / 255.0, np.array([1, 0]))
   with pytest.raises(ValueError, match=r"labels in \[0, 2\)"):
     data_sources.array_source(images, np.array([1, 2]), num_classes=2)
+
+
+# Dataset names -> sources. Oracle: scikit-learn's own digits arrays.
+
+def images_of(source):
+  return np.stack([r['image'] for r in source.records().as_numpy_iterator()])
+
+
+def test_digits_slices_are_disjoint_and_cover_train():
+  a, b = data_sources.digits_source('train[:60%]'), data_sources.digits_source('train[60%:]')
+  train, test = data_sources.digits_source('train'), data_sources.digits_source('test')
+  assert a.num_examples + b.num_examples == train.num_examples
+  assert train.num_examples + test.num_examples == 1797
+  flat = lambda s: {x.tobytes() for x in images_of(s)}
+  assert not flat(a) & flat(b) and not flat(train) & flat(test)
+  digits = load_digits()                  # pixels 0..16 scaled to 0..255, grey -> 3 channels
+  first = images_of(test)[0]
+  assert first.shape == (8, 8, 3) and (first[..., 0] == first[..., 2]).all()
+  matches = [i for i, img in enumerate(digits.images)
+             if np.array_equal(np.round(img * 255 / 16).astype(np.uint8), first[..., 0])]
+  assert digits.target[matches[0]] == test.labels()[0]
+  with pytest.raises(ValueError, match='sliceable'):
+    data_sources.digits_source('validation')
+
+
+def test_restrict_classes_relabels_in_order_with_contiguous_ids():
+  full = data_sources.digits_source('test')
+  only = data_sources.restrict_classes(full, [7, 3])
+  records = list(only.records().as_numpy_iterator())
+  assert [r['id'] for r in records] == list(range(only.num_examples))
+  expected = np.array([{7: 0, 3: 1}[l] for l in full.labels() if l in (7, 3)])
+  np.testing.assert_array_equal(only.labels(), expected)
+  np.testing.assert_array_equal([r['label'] for r in records], expected)
+  assert only.num_classes == 2
+  with pytest.raises(ValueError, match='not in'):
+    data_sources.restrict_classes(full, [12])
+
+
+def test_unprepared_tfds_data_fails_fast_when_the_download_host_is_unreachable(
+    tmp_path, monkeypatch):
+  import socket
+  import time
+  with socket.socket() as s:          # a port on this machine that nothing listens on
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()
+  monkeypatch.setattr(data_sources, "DOWNLOAD_HOST", closed)
+  started = time.time()
+  with pytest.raises(FileNotFoundError, match="'mnist' is not prepared .* cannot be reached"):
+    data_sources.tfds_source("mnist", "train", data_dir=tmp_path)
+  assert time.time() - started < 30
+
+
+def test_unknown_dataset_is_a_short_message_with_close_names():
+  with pytest.raises(ValueError) as error:
+    data_sources.get_source("cifar1O", "train")
+  message = str(error.value)
+  assert "Unknown dataset 'cifar1O'" in message and "cifar10" in message
+  assert len(message) < 400 and "sklearn_digits" in message
+
+
+def test_image_folder_reads_nested_images_and_refuses_empty_class_folders(image_folder):
+  root, pixels = image_folder
+  _write(root / "train/dog/puppies/g.png", np.zeros((4, 4, 3), np.uint8))
+  (root / "train/loose.png").write_bytes((root / "train/cat/b.png").read_bytes())
+  train = data_sources.image_folder_source(root, "train")
+  assert train.num_examples == 5 and train.class_names == ("cat", "dog", "emu")
+  np.testing.assert_array_equal(train.labels(), [0, 0, 1, 1, 2])   # nested: still a dog
+  (root / "train/yak").mkdir()
+  with pytest.raises(ValueError, match="yak hold none"):
+    data_sources.image_folder_source(root, "train")

@@ -8,7 +8,7 @@ import tensorflow as tf
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from bit_jax import datasets, fewshot, pretrained, subsets
+from bit_jax import data_sources, fewshot, pretrained, subsets
 from conftest import TEST_DATA
 
 
@@ -47,7 +47,7 @@ def oracle_features(model, params, source, crop):
 def test_fewshot_accuracies_match_sklearn_on_real_features():
   model, params = pretrained.load_pretrained(TEST_DATA / 'bit_small_official.npz',
                                              num_classes=0)
-  train, test = (datasets.get_source('sklearn_digits', s, classes=(0, 1, 2, 3, 4))
+  train, test = (data_sources.get_source('sklearn_digits', s, classes=(0, 1, 2, 3, 4))
                  for s in ('train', 'test'))
   shots, crop, seed = (1, 3, 10), 16, 1
   got = fewshot.fewshot_accuracies(model, params, train, test, shots, crop, seed,

@@ -3,7 +3,7 @@
 Oracles: the weights of runs that stop at known points (a run's final.npz equals another's when
 the phases in between freeze everything they could change), `model.init` (frozen parameters
 never move), the subset ids each phase wrote, hand-computed learning rates of Prasad et al.'s
-rule, and counting calls to `train.run`.
+rule, and counting calls to `run.run`.
 """
 
 import importlib.util
@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bit_jax import models, pretrained, report, sweep, train
+from bit_jax import models, pretrained, report, run, sweep
 from conftest import REPO
 from test_train import tiny_config
 
@@ -38,7 +38,8 @@ def tiny_sweep():
   base = tiny_config(eval_every=0, checkpoint_every=0, keep_checkpoints=1)
   runs = (dict(name='head_only', tags={'kind': 'one phase'}, phases=(HEAD_ONLY,)),
           dict(name='grow', tags={'kind': 'two phases'}, phases=(HEAD_ONLY, BODY)),
-          dict(name='again', init='{workdir}/head_only/final.npz', freeze='.', total_steps=1))
+          dict(name='again', init='{workdir}/head_only/final.npz', head='keep', freeze='.',
+               total_steps=1))
   return ml_collections.ConfigDict(dict(
       base=base, runs=runs, report=dict(x='examples_seen', series='name', points='evals')))
 
@@ -63,7 +64,8 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
   assert [p['examples_seen'] for p in results['phases']] == [4 * 16, 4 * 16 + 2 * 32]
 
   # Phase 1 trained the head only; phase 2 started from its weights and trained all but the
-  # head; init='{workdir}/...' loaded a checkpoint, and freeze='.' kept it bit for bit.
+  # head; init='{workdir}/...' loaded a checkpoint with its head (head='keep'), and
+  # freeze='.' kept it bit for bit.
   one, two, again = (final_params(tmp_path / n) for n in ('head_only', 'grow', 'again'))
   model = models.ResNetV2(depth=14, width=0.5, num_classes=3)
   init = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
@@ -78,7 +80,7 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
   # The tables: one row per run, the swept fields and the measured columns.
   table = report.read_csv(tmp_path / 'results.csv')
   assert [r['name'] for r in table] == ['head_only', 'grow', 'again']
-  assert list(table[0]) == ['name', 'kind', 'init', 'freeze', 'total_steps',
+  assert list(table[0]) == ['name', 'kind', 'init', 'head', 'freeze', 'total_steps',
                             *report.MEASURED]
   grow = table[1]
   assert (grow['kind'], grow['steps'], grow['examples_seen']) == ('two phases', '6', '128')
@@ -93,7 +95,8 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
 
   # A second invocation trains nothing; a run without results.json is (re)started.
   calls = []
-  monkeypatch.setattr(train, 'run', lambda config, workdir: calls.append((config, workdir)))
+  monkeypatch.setattr(run, 'run',
+                      lambda config, workdir, **_: calls.append((config, workdir)))
   assert sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny') == rows and calls == []
   (tmp_path / 'again' / 'results.json').unlink()
   sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny')

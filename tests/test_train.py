@@ -15,7 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from bit_jax import train
+from bit_jax import pretrained, run, weights
+from bit_jax import plan as plan_lib
+from bit_jax.errors import ConfigError, RunError
 from conftest import REPO
 
 TINY = REPO / 'tests' / 'configs' / 'tiny.py'
@@ -35,38 +37,38 @@ def losses(workdir):
 
 
 def test_tiny_run_writes_everything_and_resume_of_a_finished_run_is_a_no_op(tmp_path):
-  results = train.run(tiny_config(), tmp_path)
+  results = run.run(tiny_config(), tmp_path)
   assert results['steps'] == 12 and results['examples_seen'] == 12 * 16
-  assert results['final']['test_examples'] > 0 and 0 <= results['final']['top1'] <= 1
+  assert results['final']['test_examples'] > 0 and 0 <= results['final']['test_top1'] <= 1
   assert json.loads((tmp_path / 'results.json').read_text()) == results
   [phase] = json.loads((tmp_path / 'phases.json').read_text())
   assert (phase['total_steps'], phase['mixup_alpha'], phase['num_classes']) == (12, 0.0, 3)
   assert sorted(losses(tmp_path)) == [2, 4, 6, 8, 10, 12]
   ids = json.loads((tmp_path / 'phase0_train_ids.json').read_text())
   assert ids['num_ids'] == phase['num_examples']
-  again = train.run(tiny_config(), tmp_path)
+  again = run.run(tiny_config(), tmp_path)
   assert again['steps'] == 12 and again['final'] == results['final']
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   blow_up = ({'name': 'good', 'total_steps': 4},
              {'name': 'bad', 'lr': 1e30, 'warmup_steps': 0, 'decay_steps': ()})
-  with pytest.raises(train.TrainingError, match='last good checkpoint is step 4'):
-    train.run(tiny_config(phases=blow_up, checkpoint_every=2), tmp_path)
-  with pytest.raises(train.TrainingError, match='no checkpoint was saved yet'):
-    train.run(tiny_config(lr=1e30, warmup_steps=0, decay_steps=()), tmp_path / 'fresh')
+  with pytest.raises(RunError, match='last good checkpoint is step 4'):
+    run.run(tiny_config(phases=blow_up, checkpoint_every=2), tmp_path)
+  with pytest.raises(RunError, match='no checkpoint was saved yet'):
+    run.run(tiny_config(lr=1e30, warmup_steps=0, decay_steps=()), tmp_path / 'fresh')
 
 
 @pytest.mark.parametrize('overrides,message', [
     (dict(batch_size=12), 'does not divide over 8 devices'),
     (dict(dataset='no_such_dataset'), "cannot load dataset 'no_such_dataset'"),
-    (dict(init='/nonexistent.npz'), 'cannot load init'),
+    (dict(init='/nonexistent.npz'), 'cannot use init'),
     (dict(model='R34x1'), "Unknown model 'R34x1'"),
     (dict(freeze='stage9'), 'matches no parameter'),
 ])
 def test_bad_input_gives_a_clear_message(tmp_path, overrides, message):
-  with pytest.raises(train.TrainingError, match=message):
-    train.run(tiny_config(**overrides), tmp_path)
+  with pytest.raises(ConfigError, match=message):
+    run.run(tiny_config(**overrides), tmp_path)
 
 
 def command(workdir, *flags, env=None):
@@ -102,11 +104,11 @@ def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
   output = interrupted.communicate(timeout=120)[0]
   assert not (tmp_path / 'run' / 'results.json').exists(), 'finished before the signal'
   if how == signal.SIGTERM:
-    assert interrupted.returncode == 0 and 'SIGTERM: saved checkpoint' in output, output
+    assert interrupted.returncode == 0 and 'Stopped on request' in output, output
   resumed = command(tmp_path / 'run', *LONGER)
   output = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0 and 'Resuming from' in output, output
-  resumed_at = int(output.split('checkpoints step ')[1].split()[0])
+  resumed_at = int(output.split('(step ')[1].split(':')[0])
 
   expected = json.loads((tmp_path / 'reference' / 'results.json').read_text())
   got = json.loads((tmp_path / 'run' / 'results.json').read_text())
@@ -151,7 +153,7 @@ def test_two_processes_match_one_process(tmp_path):
                              rtol=1e-4)
   a = json.loads((tmp_path / 'one' / 'results.json').read_text())['final']
   b = json.loads((tmp_path / 'two' / 'results.json').read_text())['final']
-  assert a['test_examples'] == b['test_examples'] and abs(a['top1'] - b['top1']) < 0.02
+  assert a['test_examples'] == b['test_examples'] and abs(a['test_top1'] - b['test_top1']) < 0.02
 
 
 @pytest.mark.slow
@@ -159,37 +161,123 @@ def test_small_bit_learns_real_cifar10(tmp_path, shared_tfds):
   config = tiny_config(dataset='cifar10', data_dir=str(shared_tfds), classes=None,
                        resize=36, crop=32, batch_size=64, lr=0.05, total_steps=300,
                        eval_every=0, checkpoint_every=0, log_every=50)
-  results = train.run(config, tmp_path)
+  results = run.run(config, tmp_path)
   assert results['final']['test_examples'] == 1017
-  assert results['final']['top1'] > 0.3, results     # chance is 0.1
+  assert results['final']['test_top1'] > 0.3, results     # chance is 0.1
 
 
 def test_carried_weights_get_a_fresh_head_for_a_new_task(tmp_path):
-  first, same, other = train.phases.phase_configs(tiny_config(phases=(
-      {}, {}, {'classes': (3, 4, 5)})))
-  for p in (first, same, other):
-    p.num_classes = 3
-  trainer = train.Trainer(tiny_config(), tmp_path)
-  arch, params = trainer._initial_params(first, None, None, None)
+  first, same, other = plan_lib.resolve(tiny_config(phases=(
+      {}, {}, {'classes': (3, 4, 5)}))).phases
+  assert (same.settings.head, other.settings.head) == ('keep', 'reset')
+  params = weights.initial_params(first, None)
   params['head']['kernel'] = params['head']['kernel'] + 1.0        # a trained head
-  _, kept = trainer._initial_params(same, arch, params, first)
-  _, fresh = trainer._initial_params(other, arch, params, first)
+  kept = weights.initial_params(same, params)
+  fresh = weights.initial_params(other, params)
   np.testing.assert_array_equal(kept['head']['kernel'], params['head']['kernel'])
   np.testing.assert_array_equal(fresh['head']['kernel'], 0.0)       # same size, new classes
   np.testing.assert_array_equal(fresh['block1']['unit01']['conv1']['kernel'],
                                 params['block1']['unit01']['conv1']['kernel'])
 
 
+def trained_checkpoint(tmp_path):
+  """A checkpoint with a trained (non-zero) 3-class head, as the digits run leaves it."""
+  results = run.run(tiny_config(total_steps=4, eval_every=0, checkpoint_every=0), tmp_path)
+  assert results['steps'] == 4
+  arrays = pretrained.read_npz(tmp_path / 'final.npz')
+  assert np.abs(arrays[pretrained.HEAD_KERNEL]).max() > 0
+  return tmp_path / 'final.npz', arrays
+
+
+def test_fine_tuning_a_checkpoint_with_the_same_class_count_starts_from_a_zero_head(tmp_path):
+  checkpoint, arrays = trained_checkpoint(tmp_path / 'upstream')
+  # total_steps=0: the final weights are the starting weights, before any update.
+  reset = run.run(tiny_config(init=str(checkpoint), total_steps=0), tmp_path / 'reset')
+  start = pretrained.read_npz(tmp_path / 'reset' / 'final.npz')
+  assert reset['steps'] == 0
+  np.testing.assert_array_equal(start[pretrained.HEAD_KERNEL], 0)
+  np.testing.assert_array_equal(start[pretrained.HEAD_BIAS], 0)
+  body = 'resnet/block2/unit01/b/standardized_conv2d/kernel'
+  np.testing.assert_array_equal(start[body], arrays[body])
+  run.run(tiny_config(init=str(checkpoint), total_steps=0, head='keep'), tmp_path / 'keep')
+  kept = pretrained.read_npz(tmp_path / 'keep' / 'final.npz')
+  np.testing.assert_array_equal(kept[pretrained.HEAD_KERNEL], arrays[pretrained.HEAD_KERNEL])
+  with pytest.raises(ConfigError, match="head='keep' but .* 3 classes .* 2"):
+    plan_lib.resolve(tiny_config(init=str(checkpoint), classes=(0, 1), head='keep'))
+
+
 def test_upstream_recipe_path_sigmoid_multi_hot_inception_crop(tmp_path):
-  results = train.run(tiny_config(loss='sigmoid', preprocess='inception', weight_decay=1e-4,
+  results = run.run(tiny_config(loss='sigmoid', preprocess='inception', weight_decay=1e-4,
                                   total_steps=4, eval_every=0), tmp_path)
   assert results['steps'] == 4 and results['final']['test_examples'] > 0
 
 
-def test_fewshot_probe_runs_during_training(tmp_path):
-  results = train.run(tiny_config(total_steps=4, eval_every=2, fewshot_shots=(1, 2),
-                                  fewshot_classes=(3, 4, 5)), tmp_path)
+def test_fewshot_probe_runs_during_training_and_compiles_once_per_phase(tmp_path, monkeypatch):
+  from bit_jax import fewshot
+  traces = []
+
+  def counting_pre_logits(model, params, images):
+    traces.append(images.shape)        # runs only while jax traces the jitted function
+    return original(model, params, images)
+  original = fewshot.pre_logits
+  monkeypatch.setattr(fewshot, 'pre_logits', counting_pre_logits)
+  results = run.run(tiny_config(total_steps=4, eval_every=1, fewshot_shots=(1, 2),
+                                fewshot_classes=(3, 4, 5)), tmp_path)
   final = results['final']
   assert 0 <= final['fewshot_1shot_top1'] <= 1 and 0 <= final['fewshot_2shot_top1'] <= 1
   lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert any('fewshot_2shot_top1' in l for l in lines)
+  assert sum('fewshot_2shot_top1' in l for l in lines) == 4       # steps 1, 2, 3 and the end
+  assert len(traces) == 1, traces
+
+
+def load_config(path, arg):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_bit_m_upstream_config_trains_on_multi_label_data_without_reading_labels(
+    tmp_path, monkeypatch):
+  import tfds_builders
+  from bit_jax import data_sources
+  name = tfds_builders.prepare(tfds_builders.MultiLabelImages, tmp_path / 'tfds')
+  label_passes = []
+  real_labels_of = data_sources._labels_of
+  monkeypatch.setattr(data_sources, '_labels_of',
+                      lambda *a: label_passes.append(a) or real_labels_of(*a))
+  config = load_config(REPO / 'configs' / 'bit_upstream.py', 'BiT-M-R50x1')
+  assert (config.label_key, config.loss) == ('labels', 'sigmoid')
+  config.update(dataset=name, data_dir=str(tmp_path / 'tfds'), train_split='full[16:]',
+                eval_split='full[:16]', model='R14x0.5', crop=16, resize=16, batch_size=8,
+                epochs=None, total_steps=3, warmup_steps=1, decay_epochs=None, log_every=1,
+                eval_every=0, checkpoint_every=0)
+  results = run.run(config, tmp_path / 'run')
+  final = results['final']
+  assert results['steps'] == 3 and final['test_examples'] == 16
+  assert 0 <= final['test_prec1'] <= 1 and 'test_top1' not in final
+  assert label_passes == []              # nothing needed the labels: no pass over the split
+  [phase] = json.loads((tmp_path / 'run' / 'phases.json').read_text())
+  assert phase['multi_label'] and phase['num_classes'] == 6 and phase['lr_scaling'] == 'linear'
+  assert phase['lr'] == pytest.approx(0.03 * 8 / 256)
+
+
+def cli(workdir, *flags, timeout=300):
+  return subprocess.run(
+      [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={workdir}', *flags],
+      cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_dry_run_prints_the_plan_and_a_mistake_is_one_message(tmp_path):
+  dry = cli(tmp_path / 'dry', '--dry_run', '--config.phases=({"name": "a"}, {"name": "b", '
+            '"shots": 5})')
+  assert dry.returncode == 0, dry.stderr
+  lines = dry.stdout.splitlines()
+  assert lines[0].split()[:3] == ['phase', 'data', 'examples']
+  assert lines[1].startswith('a ') and ', 5/class' in lines[2] and 'keep' in lines[2]
+  assert not (tmp_path / 'dry').exists()
+  wrong = cli(tmp_path / 'wrong', '--config.freeze=blok1')
+  assert wrong.returncode == 2
+  assert wrong.stderr.strip().startswith("ERROR: Phase phase0: freeze='blok1' matches no")
+  assert 'Traceback' not in wrong.stderr + wrong.stdout

@@ -1,0 +1,462 @@
+"""Config -> plan: every phase of a run resolved and checked before step 1.
+
+A run is a list of phases. The top-level config holds the defaults (bit_jax/defaults.py);
+`config.phases` is a sequence of dicts, each overriding some fields for one phase (data
+subset, batch size, learning rate, steps, frozen parameters, init). A plain HyperRule run has
+no `phases` and is one phase. Fields left unset (None) are resolved here, for each phase's
+own data:
+
+* `lr`: `base_lr` (0.003, the official value at any batch size), or with
+  `lr_scaling='linear'` `base_lr * batch_size / base_batch`;
+* `total_steps`, `warmup_steps`, `decay_steps`: the HyperRule schedule of the phase's number
+  of training examples; when `epochs` or `total_steps` fixes another length, the HyperRule's
+  boundaries are scaled to it (same shape, other length); `warmup_epochs`/`decay_epochs`
+  give them in epochs instead (upstream pre-training);
+* `mixup_alpha`; `resize`/`crop` from the image size; `eval_split` ('validation' for
+  ImageNet, whose 'test' has no labels); `num_classes` from the data;
+* `head`: 'reset' (a fresh zero head) when a phase starts from a checkpoint or from the
+  previous phase's weights on another task, 'keep' when it continues the same task.
+
+Everything a user can get wrong is checked here, for every phase, before anything trains:
+field types and ranges, the data (splits, subset sizes, eval labels), the init (exists,
+fits), the freeze regex, and batch sizes against devices and processes. A problem raises
+`ConfigError` naming the phase. The `Plan` is an immutable value: `records()` is what
+phases.json stores, `table()` what `--dry_run` prints.
+"""
+
+import dataclasses
+import hashlib
+import math
+import re
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bit_jax import data_sources, hyperrule, input_pipeline, models, ops, optim, pretrained
+from bit_jax import schedules, steps, subsets
+from bit_jax.errors import ConfigError
+
+PHASE_ONLY_FIELDS = ('name',)
+HEADS = ('reset', 'keep')
+# How many labels of a large eval split are read to check them before training.
+EVAL_LABEL_SAMPLE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseData:
+  train: data_sources.DataSource
+  eval: data_sources.DataSource
+  train_ids: np.ndarray                 # the training examples (a subset, minus the holdout)
+  val_ids: Optional[np.ndarray]         # held out of `train` for validation, or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One resolved phase: every field decided (`settings`), its model and its data."""
+  index: int
+  settings: ml_collections.FrozenConfigDict
+  architecture: models.Architecture
+  data: PhaseData
+  notes: tuple[str, ...] = ()           # printed at the start of the phase
+
+  @property
+  def name(self) -> str:
+    return self.settings.name
+
+  def model(self, num_classes: Optional[int] = -1):
+    """The phase's model (its own head size unless `num_classes` is given)."""
+    s = self.settings
+    return self.architecture.model(s.num_classes if num_classes == -1 else num_classes,
+                                   dtype=jnp.dtype(s.dtype), ops=s.ops)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  phases: tuple[Phase, ...]
+  data_shards: int                      # input shards: a multiple of the processes
+
+  def records(self) -> list[dict]:
+    """Every resolved value of every phase, as JSON types (phases.json)."""
+    return [json_safe(p.settings.to_dict()) for p in self.phases]
+
+  def table(self) -> str:
+    """One row per phase: what the HyperRule and the defaults picked."""
+    columns = ('phase', 'data', 'examples', 'steps', 'batch', 'lr', 'res', 'mixup', 'init',
+               'head', 'freeze')
+    rows = [columns] + [_row(p) for p in self.phases]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _row(phase: Phase) -> tuple[str, ...]:
+  s = phase.settings
+  subset = (f', {s.shots}/class' if s.shots else f', {s.fraction:.0%}' if s.fraction else '')
+  classes = f'[{",".join(map(str, s.classes))}]' if s.classes else ''
+  holdout = f' (-{len(phase.data.val_ids)} val)' if phase.data.val_ids is not None else ''
+  init = s.init if len(s.init) <= 30 else '...' + s.init[-27:]
+  return (s.name, f'{s.dataset}{classes}/{s.train_split}{subset} -> {s.eval_split}',
+          f'{s.num_examples}{holdout}', str(s.total_steps), str(s.batch_size),
+          f'{s.lr:.4g} {s.lr_schedule}', f'{s.resize}->{s.crop}', f'{s.mixup_alpha:g}',
+          f'{init} ({phase.architecture.name})', s.head, repr(s.freeze))
+
+
+def json_safe(value):
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  return value
+
+
+# --- the fields of one phase -------------------------------------------------------------
+
+def phase_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One unlocked ConfigDict per phase: the top level updated with the phase's overrides."""
+  base = config.to_dict()
+  overrides = base.pop('phases', None) or [{}]
+  phases = []
+  for index, override in enumerate(overrides):
+    override = dict(override)
+    unknown = sorted(set(override) - set(base) - set(PHASE_ONLY_FIELDS))
+    if unknown:
+      raise ConfigError(f'Phase {index} sets unknown fields {unknown}; phases may override '
+                        f'any top-level field: {", ".join(sorted(base))}.')
+    phase = ml_collections.ConfigDict({**base, 'name': f'phase{index}', 'index': index,
+                                       'init': base['init'] if index == 0 else 'previous'})
+    phase.update(override)
+    phases.append(phase)
+  return phases
+
+
+def _int(low, high=None):
+  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+          and (high is None or v <= high)), f'an integer >= {low}'
+
+
+def _number(low, high=None, *, open_low=False, open_high=False):
+  def check(v):
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (v > low if open_low else v >= low)
+            and (high is None or (v < high if open_high else v <= high)))
+  interval = f'{"(" if open_low else "["}{low}, {high if high is not None else "inf"}' + (
+      ')' if open_high or high is None else ']')
+  return check, f'a number in {interval}'
+
+
+def _one_of(*choices):
+  return (lambda v: v in choices), f'one of {choices}'
+
+
+_OPTIONAL = ('eval_batch_size', 'lr', 'total_steps', 'epochs', 'warmup_steps', 'warmup_epochs',
+             'mixup_alpha', 'shots', 'fraction', 'val_fraction', 'resize', 'crop',
+             'early_stopping_patience', 'num_classes', 'data_shards', 'head')
+FIELD_CHECKS = {
+    'batch_size': _int(1), 'eval_batch_size': _int(1), 'batch_split': _int(1),
+    'base_lr': _number(0, open_low=True), 'lr': _number(0, open_low=True),
+    'base_batch': _int(1), 'lr_scaling': _one_of('none', 'linear'),
+    'lr_schedule': _one_of(*schedules.SCHEDULES),
+    'total_steps': _int(0), 'epochs': _number(0, open_low=True), 'warmup_steps': _int(0),
+    'warmup_epochs': _number(0), 'mixup_alpha': _number(0),
+    'momentum': _number(0, 1, open_high=True), 'weight_decay': _number(0),
+    'plateau_patience': _int(1), 'plateau_factor': _number(0, 1, open_low=True),
+    'early_stopping_patience': _int(1),
+    'shots': _int(1), 'fraction': _number(0, 1, open_low=True),
+    'val_fraction': _number(0, 1, open_low=True, open_high=True),
+    'resize': _int(1), 'crop': _int(1), 'num_classes': _int(1), 'data_shards': _int(1),
+    'preprocess': _one_of(*input_pipeline.PREPROCESSINGS), 'loss': _one_of(*steps.LOSSES),
+    'dtype': _one_of('float32', 'bfloat16'), 'ops': _one_of(*ops.CHOICES),
+    'head': _one_of(*HEADS), 'seed': _int(0), 'subset_seed': _int(0),
+    'log_every': _int(1), 'eval_every': _int(0), 'checkpoint_every': _int(0),
+    'keep_checkpoints': _int(1), 'fewshot_l2': _number(0, open_low=True),
+}
+
+
+def check_fields(phase: ml_collections.ConfigDict) -> None:
+  """Every field of the right type and in range, all problems listed at once."""
+  problems = []
+  for field, (ok, expected) in FIELD_CHECKS.items():
+    value = phase[field]
+    if value is None and field in _OPTIONAL:
+      continue
+    if not ok(value):
+      problems.append(f'{field}={value!r} (expected {expected})')
+  for field in ('decay_steps', 'decay_epochs', 'classes', 'fewshot_shots', 'fewshot_classes'):
+    value = phase[field]
+    if value is not None and (not isinstance(value, (tuple, list)) or
+                              not all(isinstance(v, (int, float)) and v >= 0 for v in value)):
+      problems.append(f'{field}={value!r} (expected a tuple of numbers >= 0)')
+  if phase.shots and phase.fraction:
+    problems.append(f'shots={phase.shots} and fraction={phase.fraction} (set one of them)')
+  try:
+    re.compile(phase.freeze)
+  except (re.error, TypeError) as e:
+    problems.append(f'freeze={phase.freeze!r} (not a regular expression: {e})')
+  if problems:
+    raise ConfigError(f'Phase {phase.name}: ' + '; '.join(problems) + '.')
+
+
+# --- resolving one phase -----------------------------------------------------------------
+
+def _sources(s) -> tuple[data_sources.DataSource, data_sources.DataSource]:
+  splits = {}
+  for split in dict.fromkeys((s.train_split, s.eval_split)):
+    try:
+      splits[split] = data_sources.get_source(
+          s.dataset, split, data_dir=s.data_dir, classes=s.classes, label_key=s.label_key,
+          skip_corrupt=s.skip_corrupt)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+      raise ConfigError(f'cannot load dataset {s.dataset!r} split {split!r} (data_dir '
+                        f'{s.data_dir!r}): {e}') from None
+  return splits[s.train_split], splits[s.eval_split]
+
+
+def _training_ids(s, source) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """(training ids, validation ids or None); labels are read only when a subset needs them."""
+  if not (s.shots or s.fraction or s.val_fraction):
+    return np.arange(source.num_examples, dtype=np.int64), None
+  if source.multi_label:
+    raise ConfigError(f'{source.name} has several labels per example; shots, fraction and '
+                      f'val_fraction need one. Train on the whole split.')
+  labels = source.labels()
+  candidates, val_ids = None, None
+  if s.val_fraction:
+    candidates, val_ids = subsets.holdout_split(labels, s.subset_seed,
+                                                val_fraction=s.val_fraction)
+  if s.shots:
+    ids = subsets.per_class(labels, s.shots, s.subset_seed, within=candidates)
+  elif s.fraction:
+    ids = subsets.fraction(labels, s.fraction, s.subset_seed, within=candidates)
+  else:
+    ids = candidates
+  return ids, val_ids
+
+
+def _check_labels(s, train, evaluate, num_classes, ids) -> None:
+  """Training classes that never occur, and eval labels outside [0, num_classes), are refused
+  (a TFDS split without labels marks them -1, and would evaluate to 0.0)."""
+  if train.labels_in_memory and not train.multi_label:
+    counts = np.bincount(train.labels()[ids], minlength=train.num_classes)
+    absent = np.flatnonzero(counts == 0)
+    if len(absent) and not (s.shots or s.fraction):
+      names = [train.class_names[c] if train.class_names else str(c) for c in absent[:10]]
+      raise ConfigError(f'{train.name} has no training images of class {", ".join(names)}; '
+                        f'a class never trained on cannot be learnt. Add images or keep '
+                        f'only the classes present (classes=...).')
+  if evaluate.multi_label:
+    return
+  if evaluate.labels_in_memory:
+    labels = evaluate.labels()
+  else:
+    sample = evaluate.undecoded_records().take(EVAL_LABEL_SAMPLE).map(lambda r: r['label'])
+    labels = np.array(list(sample.as_numpy_iterator()), np.int64)
+  bad = labels[(labels < 0) | (labels >= num_classes)]
+  if len(bad):
+    raise ConfigError(
+        f'eval split {s.eval_split!r} of {s.dataset} has labels outside [0, {num_classes}) '
+        f'(e.g. {bad[0]}): it has no usable labels, so every accuracy would be 0. Evaluate '
+        f'on a labelled split, e.g. --config.eval_split=validation.')
+
+
+def _image_hw(s, source) -> Optional[tuple[int, int]]:
+  if s.resize is not None and s.crop is not None:
+    return None
+  image_hw = hyperrule.image_size(s.dataset, s.data_dir)
+  if image_hw is None:      # unknown dataset: read the size from the data, as the HyperRule needs it
+    image_hw = hyperrule.image_size_from_examples(
+        r['image'] for r in source.records().take(256).as_numpy_iterator())
+  return image_hw
+
+
+def fill_from_hyperrule(phase: ml_collections.ConfigDict, *, num_examples: int,
+                        image_hw: Optional[tuple[int, int]],
+                        num_classes: int) -> ml_collections.ConfigDict:
+  """Fill every unset HyperRule-derived field of `phase` for its `num_examples` examples."""
+  phase = ml_collections.ConfigDict(phase.to_dict())
+  rule = hyperrule.schedule(num_examples)
+  if phase.num_classes is None:
+    phase.num_classes = num_classes
+  if phase.lr is None:
+    phase.lr = (phase.base_lr if phase.lr_scaling == 'none' else
+                hyperrule.linearly_scaled_lr(phase.batch_size, phase.base_lr, phase.base_batch))
+  steps_per_epoch = num_examples / phase.batch_size
+  if phase.total_steps is None:
+    phase.total_steps = (math.ceil(phase.epochs * steps_per_epoch)
+                         if phase.epochs else rule.total_steps)
+  scale = phase.total_steps / rule.total_steps
+  if phase.warmup_steps is None:
+    phase.warmup_steps = (round(phase.warmup_epochs * steps_per_epoch)
+                          if phase.warmup_epochs is not None else
+                          round(rule.warmup_steps * scale))
+  if phase.decay_steps is None:
+    phase.decay_steps = (tuple(round(e * steps_per_epoch) for e in phase.decay_epochs)
+                         if phase.decay_epochs is not None else
+                         tuple(round(b * scale) for b in rule.decay_boundaries))
+  if phase.mixup_alpha is None:
+    phase.mixup_alpha = hyperrule.mixup_alpha(num_examples)
+  if phase.resize is None or phase.crop is None:
+    if image_hw is None:
+      raise ValueError(f'Phase {phase.name}: set resize and crop, or give the image size.')
+    resize, crop = hyperrule.resolution(image_hw)
+    phase.resize = resize if phase.resize is None else phase.resize
+    phase.crop = crop if phase.crop is None else phase.crop
+  phase.num_examples = num_examples
+  return phase
+
+
+def _task(s) -> tuple:
+  return (s.dataset, s.train_split, tuple(s.classes or ()), s.label_key, s.num_classes)
+
+
+def _architecture_and_head(s, previous: Optional[Phase]) -> tuple[models.Architecture, str]:
+  """The phase's architecture and its head rule, checked against what it starts from."""
+  if s.init == 'scratch':
+    if s.head == 'keep':
+      raise ConfigError("head='keep' but init='scratch': there is no head to keep.")
+    try:
+      return models.Architecture.from_name(s.model), 'new'
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  if s.init == 'previous':
+    if previous is None:
+      raise ConfigError('init="previous" but this is the first phase.')
+    same_task = _task(s) == _task(previous.settings)
+    head = s.head or ('keep' if same_task else 'reset')
+    if head == 'keep' and s.num_classes != previous.settings.num_classes:
+      raise ConfigError(f"head='keep' but the previous phase's head has "
+                        f'{previous.settings.num_classes} classes and this one needs '
+                        f'{s.num_classes}.')
+    return previous.architecture, head
+  try:
+    architecture, head_classes = pretrained.describe(s.init)
+    if s.head == 'keep' and head_classes != s.num_classes:
+      raise ConfigError(f"head='keep' but {s.init} has a head of {head_classes} classes and "
+                        f'the task has {s.num_classes}.')
+    if pretrained.detect_format(s.init) == 'npz' and s.init not in models.KNOWN_MODELS:
+      shapes = pretrained.npz_shapes(s.init)
+      pretrained.check_fit(shapes, architecture.model(s.num_classes), s.head == 'keep')
+  except (FileNotFoundError, ValueError) as e:
+    raise ConfigError(f'cannot use init={s.init!r}: {e}') from None
+  return architecture, s.head or 'reset'
+
+
+def _freeze_note(s, model) -> Optional[str]:
+  if not s.freeze:
+    return None
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  try:
+    mask = jax.tree.leaves(optim.frozen_mask(shapes['params'], s.freeze))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if all(mask):
+    return f'freeze={s.freeze!r} matches every parameter: nothing trains in this phase.'
+  return None
+
+
+def _check_batches(s, device_count: int, data_shards: int) -> None:
+  if s.batch_size % device_count:
+    raise ConfigError(f'batch_size={s.batch_size} does not divide over {device_count} '
+                      f'devices; use a multiple of {device_count}.')
+  if s.batch_size % (s.batch_split * data_shards):
+    raise ConfigError(f'batch_size={s.batch_size} must be a multiple of batch_split '
+                      f'({s.batch_split}) times data_shards ({data_shards}).')
+  eval_batch = s.eval_batch_size or s.batch_size
+  if eval_batch % device_count:
+    raise ConfigError(f'eval batch {eval_batch} does not divide over {device_count} devices; '
+                      f'set eval_batch_size to a multiple of {device_count}.')
+
+
+def _check_fewshot(s) -> None:
+  if not s.fewshot_shots:
+    return
+  dataset = s.fewshot_dataset or s.dataset
+  try:
+    source = data_sources.get_source(dataset, s.train_split, data_dir=s.data_dir,
+                                     classes=s.fewshot_classes)
+    if source.multi_label:
+      raise ValueError('the probe needs one label per example')
+    subsets.per_class(source.labels(), max(s.fewshot_shots), s.subset_seed)
+  except (ValueError, FileNotFoundError, OSError) as e:
+    raise ConfigError(f'few-shot probe on {dataset!r}: {e}') from None
+
+
+def _ids_digest(*ids) -> str:
+  digest = hashlib.sha1()
+  for part in ids:
+    digest.update(b'-' if part is None else np.asarray(part, np.int64).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def resolve_phase(s: ml_collections.ConfigDict, previous: Optional[Phase], *,
+                  device_count: int, data_shards: int) -> Phase:
+  check_fields(s)
+  if s.eval_split is None:
+    s.eval_split = data_sources.default_eval_split(s.dataset)
+  train, evaluate = _sources(s)
+  if train.multi_label and s.loss != 'sigmoid':
+    raise ConfigError(f"{train.name} has several labels per example: use loss='sigmoid' "
+                      f"(independent binary losses), as BiT-M does on ImageNet-21k.")
+  ids, val_ids = _training_ids(s, train)
+  num_classes = s.num_classes or train.num_classes
+  if num_classes < train.num_classes:
+    raise ConfigError(f'num_classes={num_classes} but {train.name} has {train.num_classes}.')
+  _check_labels(s, train, evaluate, num_classes, ids)
+  s = fill_from_hyperrule(s, num_examples=len(ids), image_hw=_image_hw(s, train),
+                          num_classes=train.num_classes)
+  if s.total_steps and s.lr_schedule == 'hyperrule':
+    hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)   # ordered?
+  architecture, s.head = _architecture_and_head(s, previous)
+  s.multi_label = train.multi_label
+  s.architecture = architecture.name
+  s.data_digest = _ids_digest(ids, val_ids)
+  _check_batches(s, device_count, data_shards)
+  _check_fewshot(s)
+  phase = Phase(s.index, ml_collections.FrozenConfigDict(s), architecture,
+                PhaseData(train, evaluate, ids, val_ids))
+  note = _freeze_note(s, phase.model())
+  return dataclasses.replace(phase, notes=(note,) if note else ())
+
+
+def resolve(config: ml_collections.ConfigDict, *, device_count: Optional[int] = None,
+            process_count: Optional[int] = None) -> Plan:
+  """The checked plan of `config` on this machine's devices and processes."""
+  device_count = device_count or jax.device_count()
+  process_count = process_count or jax.process_count()
+  data_shards = config.get('data_shards') or process_count
+  if data_shards % process_count:
+    raise ConfigError(f'data_shards={data_shards} must be a multiple of the {process_count} '
+                      f'processes.')
+  phases = []
+  for s in phase_configs(config):
+    try:
+      phases.append(resolve_phase(s, phases[-1] if phases else None,
+                                  device_count=device_count, data_shards=data_shards))
+    except ConfigError as e:
+      raise ConfigError(f'Phase {s.name}: {e}' if not str(e).startswith('Phase ') else str(e)
+                        ) from None
+    except ValueError as e:        # subsets, the HyperRule schedule, the pipeline's checks
+      raise ConfigError(f'Phase {s.name}: {e}') from None
+  return Plan(tuple(phases), data_shards)
+
+
+# Fields that only say how a run is watched or where its data lives; a resume may change them.
+BOOKKEEPING_FIELDS = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
+                      'eval_batch_size', 'fewshot_shots', 'fewshot_dataset', 'fewshot_classes',
+                      'fewshot_l2', 'data_dir', 'ops', 'skip_corrupt')
+
+
+def changes(before: list[dict], after: list[dict]) -> dict[str, list[str]]:
+  """{phase name: ['field: old -> new', ...]} for every field that changes the training."""
+  found = {}
+  if len(before) != len(after):
+    found['phases'] = [f'{len(before)} phases -> {len(after)}']
+  for old, new in zip(before, after):
+    differ = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new))
+              if k not in BOOKKEEPING_FIELDS and old.get(k) != new.get(k)]
+    if differ:
+      found[new.get('name', old.get('name'))] = differ
+  return found

@@ -1,0 +1,216 @@
+"""A run: config -> plan -> for each phase: starting weights -> loop -> final evaluation ->
+final.npz and results.json.
+
+    results = bit_jax.run.run(config, workdir)
+
+Resume is automatic: a workdir with checkpoints continues from the newest, replaying the same
+data stream and rngs, so a run killed after step s finishes as if never interrupted. SIGTERM
+saves a checkpoint and raises `errors.Stopped`. Outputs in the workdir (`run_state.Workdir`):
+`metrics.jsonl`, `tensorboard/`, `phases.json` (every resolved value), `<phase>_train_ids.json`
+(the exact training examples of each phase), `checkpoints/`, `results.json` and `final.npz`
+(the final weights in the official BiT layout, with the class names).
+"""
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from bit_jax import evaluators as evaluators_lib
+from bit_jax import files, input_pipeline, metrics, optim, parallel, pretrained, subsets, weights
+from bit_jax import plan as plan_lib
+from bit_jax.checkpoint import Checkpoints
+from bit_jax.errors import ConfigError, RunError, Stopped
+from bit_jax.lock import WorkdirLock
+from bit_jax.loop import PhaseLoop, Services
+from bit_jax.parallel import DataParallel
+from bit_jax.plan import Phase, Plan
+from bit_jax.preemption import StopRequest
+from bit_jax.run_state import RunState, Workdir, new_train_state, train_state_shapes
+
+
+def run(config: ml_collections.ConfigDict, workdir, *, stop: Optional[StopRequest] = None,
+        accept_changes: Sequence[str] = ()) -> dict:
+  """Train `config` in `workdir` (resuming what is there); returns results.json's content."""
+  check_writable(workdir)
+  return execute(plan_lib.resolve(config), workdir, stop=stop, accept_changes=accept_changes)
+
+
+def execute(plan: Plan, workdir, *, stop: Optional[StopRequest] = None,
+            accept_changes: Sequence[str] = ()) -> dict:
+  """Run a resolved plan. `stop`: a `StopRequest` already installed by the caller (the sweep
+  runner), else one is installed for the duration of the run. A workdir that holds a run of
+  another plan is refused, unless every changed field is in `accept_changes`."""
+  workdir = Workdir(workdir)
+  check_writable(workdir.root)
+  with contextlib.ExitStack() as stack:
+    stop = stop or stack.enter_context(StopRequest())
+    if stop.requested:
+      raise Stopped('Stopped on request before the run started.')
+    lock = stack.enter_context(_owned(workdir))
+    checkpoints = Checkpoints(workdir.checkpoints, keep=plan.phases[0].settings.keep_checkpoints)
+    stack.callback(checkpoints.close)
+    resumed = checkpoints.latest()
+    run_state = resumed[1] if resumed else RunState()
+    accepted = _check_resume(plan, workdir, run_state, accept_changes) if resumed else {}
+    writer = stack.enter_context(contextlib.closing(metrics.MetricWriter(
+        workdir.metrics, workdir.tensorboard, enabled=metrics.is_logging_process())))
+    if resumed:
+      writer.print(f'Resuming from {workdir.checkpoints} checkpoint {resumed[0]} (step '
+                   f'{run_state.global_step}: phase {run_state.phase}, step '
+                   f'{run_state.phase_step}).')
+    if writer.enabled:
+      _write_plan(plan, workdir, accepted, run_state)
+    services = Services(DataParallel(), checkpoints, writer, stop, lock,
+                        time.perf_counter() - run_state.elapsed_s)
+    params = None
+    for phase in plan.phases[run_state.phase:]:
+      resume = resumed[0] if resumed and phase.index == run_state.phase else None
+      params, run_state = _run_phase(phase, params, run_state, resume, services,
+                                     data_shards=plan.data_shards,
+                                     last=phase is plan.phases[-1])
+    results = {'final': run_state.results[-1], 'phases': list(run_state.results),
+               'steps': run_state.global_step, 'examples_seen': run_state.examples_seen,
+               'wall_time_s': time.perf_counter() - services.started_at}
+    if writer.enabled:
+      _write_final(plan.phases[-1], jax.device_get(params), workdir)
+      files.write_json(workdir.results, results)
+  return results
+
+
+def check_writable(workdir) -> None:
+  """Refuse a workdir that cannot be written, before any work."""
+  root = Workdir(workdir).root
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / f'.write_test.{os.getpid()}'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise ConfigError(f'Cannot write to workdir {root} ({e.strerror or e}). Pick a '
+                      f'directory you can write to.') from None
+
+
+@contextlib.contextmanager
+def _owned(workdir: Workdir):
+  """The workdir's lock, held by process 0 for the whole run; every process learns whether
+  it was granted, so all of them refuse together."""
+  lock = WorkdirLock(workdir.lock) if jax.process_index() == 0 else None
+  refusal = ''
+  if lock is not None:
+    try:
+      note = lock.acquire()
+      if note:
+        print(note, flush=True)
+    except RunError as e:
+      refusal = str(e)
+  if jax.process_count() > 1:
+    refusal = parallel.broadcast_text(refusal)
+  if refusal:
+    raise RunError(refusal)
+  try:
+    yield lock
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _check_resume(plan: Plan, workdir: Workdir, run_state: RunState,
+                  accept_changes: Sequence[str]) -> dict:
+  """Refuse to resume a run under a plan that trains differently, unless the caller accepts
+  every changed field; finished phases can never change. Returns the accepted changes."""
+  if not workdir.plan.exists():
+    return {}
+  found = plan_lib.changes(files.read_json(workdir.plan), plan.records())
+  if not found:
+    return {}
+  listing = '; '.join(f'{name}: {", ".join(lines)}' for name, lines in found.items())
+  fields = sorted({'phases'} & set(found) | {line.split(':')[0] for name, lines in
+                                             found.items() if name != 'phases' for line in lines})
+  if any(f not in accept_changes for f in fields):
+    raise ConfigError(
+        f'{workdir.root} holds a run trained with another config ({listing}). Rerun with '
+        f'the config it was trained with, use a new workdir, or accept the change on purpose '
+        f'with --accept_changes={",".join(fields)}.')
+  names = [p.name for p in plan.phases]
+  done = run_state.phase + (1 if run_state.phase_done else 0)
+  finished = [name for name in found if name in names and names.index(name) < done]
+  if finished:
+    raise ConfigError(f'Phase {", ".join(finished)} of {workdir.root} has finished training; '
+                      f'its settings can no longer change ({listing}). Start a new workdir '
+                      f'(init={workdir.final} continues from its weights).')
+  return found
+
+
+def _write_plan(plan: Plan, workdir: Workdir, accepted: dict, run_state: RunState) -> None:
+  if accepted:      # the record of how the run was trained keeps every change made to it
+    history = files.read_json(workdir.plan_changes) if workdir.plan_changes.exists() else []
+    files.write_json(workdir.plan_changes, history + [
+        {'time': time.strftime('%Y-%m-%d %H:%M:%S'), 'global_step': run_state.global_step,
+         'previous': files.read_json(workdir.plan), 'changes': accepted}])
+  files.write_json(workdir.plan, plan.records())
+  for phase in plan.phases:
+    s = phase.settings
+    subsets.save_ids(workdir.train_ids(s.name), phase.data.train_ids, dataset=s.dataset,
+                     split=s.train_split, shots=s.shots, fraction=s.fraction,
+                     seed=s.subset_seed, classes=s.classes)
+
+
+def _write_final(phase: Phase, params, workdir: Workdir) -> None:
+  arrays = pretrained.params_to_npz(params)
+  if phase.data.train.class_names:
+    arrays['bit_jax/class_names'] = np.array(phase.data.train.class_names)
+  arrays['bit_jax/image_size'] = np.array(phase.settings.crop)
+  files.write_npz(workdir.final, arrays)
+
+
+def _start_line(phase: Phase) -> str:
+  s = phase.settings
+  scaling = ', scaled linearly with the batch' if s.lr_scaling == 'linear' else ''
+  return (f'== {s.name}: {s.num_examples} training examples, {s.total_steps} steps of '
+          f'{s.batch_size}, lr {s.lr:.4g} ({s.lr_schedule}{scaling}), '
+          f'{s.resize}->{s.crop}px, mixup {s.mixup_alpha}, init {s.init} '
+          f'({phase.architecture.name}), head {s.head}, freeze {s.freeze!r}')
+
+
+def _run_phase(phase: Phase, previous_params, run_state: RunState, resume: Optional[int],
+               services: Services, *, data_shards: int, last: bool) -> tuple[dict, RunState]:
+  """Train one phase from its start or from checkpoint `resume`; returns its final params."""
+  s, parallel = phase.settings, services.parallel
+  model = phase.model()
+  param_shapes = train_state_shapes(model, None, s.crop)['params']
+  optimizer = optim.make_optimizer(param_shapes, momentum=s.momentum,
+                                   weight_decay=s.weight_decay, freeze=s.freeze)
+  if resume is not None:
+    abstract = parallel.abstract(train_state_shapes(model, optimizer, s.crop))
+    train_state = services.checkpoints.restore(resume, abstract)
+    if run_state.phase_done:
+      return train_state['params'], run_state
+  else:
+    run_state = dataclasses.replace(run_state, phase=phase.index, phase_step=0,
+                                    phase_done=False, plateau=None)
+    params = weights.initial_params(phase, previous_params)
+    train_state = parallel.replicate(new_train_state(params, optimizer))
+  services.writer.print(_start_line(phase))
+  for note in phase.notes:
+    services.writer.print(f'   note: {note}')
+  loop = PhaseLoop(phase, optimizer, services, evaluators_lib.build(phase, parallel))
+  batches = input_pipeline.process_batches(
+      phase.data.train, data_shards=data_shards, ids=phase.data.train_ids,
+      global_batch_size=s.batch_size, crop=s.crop, resize=s.resize, seed=s.seed + phase.index,
+      preprocess=s.preprocess, start_step=run_state.phase_step, multi_hot=s.loss == 'sigmoid')
+  train_state, run_state, outcome = loop.run(train_state, run_state, batches)
+  if outcome == 'stopped':
+    raise Stopped(f'Stopped on request at step {run_state.global_step}; the checkpoint is '
+                  f'saved, rerun the same command to resume.')
+  run_state = loop.finish(train_state, run_state)
+  if services.stop.agreed() and not last:
+    raise Stopped(f'Stopped on request after phase {s.name}; rerun the same command to '
+                  f'resume with the next phase.')
+  return train_state['params'], run_state

@@ -1,0 +1,53 @@
+"""Learning-rate schedules of a phase, and the reduce-on-plateau / early-stopping rule.
+
+* 'hyperrule': linear warmup, then /10 after each of `decay_steps` (the official strictness,
+  see `hyperrule.learning_rate`), 0 from `total_steps` on;
+* 'constant': linear warmup, then flat;
+* 'plateau': linear warmup, then flat times `Plateau.scale`, which drops by `plateau_factor`
+  after `plateau_patience` evaluations without a better validation loss.
+
+The host computes the rate of every step as a Python float (see optim.py for why).
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+from bit_jax import hyperrule
+
+SCHEDULES = ('hyperrule', 'constant', 'plateau')
+
+
+def learning_rate(phase, step: int, plateau_scale: float = 1.0) -> float:
+  """The learning rate of a resolved phase (its settings) at its own step `step`."""
+  if phase.lr_schedule == 'hyperrule':
+    schedule = hyperrule.Schedule(phase.warmup_steps, tuple(phase.decay_steps),
+                                  phase.total_steps)
+    return hyperrule.learning_rate(step, None, phase.lr, schedule=schedule)
+  if step < phase.warmup_steps:
+    return phase.lr * step / phase.warmup_steps
+  return phase.lr * plateau_scale
+
+
+@dataclasses.dataclass
+class Plateau:
+  """Reduce-on-plateau and early stopping from validation losses; a JSON-able state."""
+  patience: int
+  factor: float
+  stop_patience: Optional[int]
+  best: float = math.inf
+  since_best: int = 0
+  since_reduce: int = 0
+  scale: float = 1.0
+
+  def update(self, val_loss: float) -> bool:
+    """Record one evaluation; True when training should stop early."""
+    if val_loss < self.best:
+      self.best, self.since_best, self.since_reduce = val_loss, 0, 0
+      return False
+    self.since_best += 1
+    self.since_reduce += 1
+    if self.since_reduce >= self.patience:
+      self.scale *= self.factor
+      self.since_reduce = 0
+    return self.stop_patience is not None and self.since_best >= self.stop_patience
