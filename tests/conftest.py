@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import sys
 
 # Must be set before jax initialises its backend; single-device code is unaffected.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
@@ -9,6 +10,7 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools'))   # timm_oracle, benchmark_steps: tools, not the package
 TEST_DATA = REPO / 'tests' / 'data'
 SHARED_TFDS = REPO.parent / 'shared' / 'data' / 'tfds'
 

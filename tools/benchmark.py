@@ -7,6 +7,7 @@ From a clean clone (the CIFAR-10 subset in ../shared/data/tfds is optional; torc
     pip install torch==2.13.0 && pip install -e ".[test,torch]"     # README.md "Install"
     python tools/benchmark.py --model                      # R50x1, 128 px, float32
     python tools/benchmark.py --model R101x1 --resolution 224 --train_batch 16 --dtype bfloat16
+    python tools/benchmark.py --model --resolution 224 --ops both --no_timm   # ops.py: both ways
     python tools/benchmark.py --pipeline --data_dir ../shared/data/tfds --dataset cifar10
 
 ``--model [NAME]`` (default R50x1) measures in one process, on whatever device JAX uses: the
@@ -16,7 +17,7 @@ XLA's cost analysis and its share of a large matmul's FLOP/s measured in the sam
 pipeline alone at the same crop (CIFAR-10 from ``--data_dir``, by default ../shared/data/tfds
 when present); and, on the CPU with torch + timm installed, timm's same model on the same
 shapes and number of threads, with the ratios bit_jax / timm. It prints a markdown table and
-the JSON of the run (see bit_jax/benchmark.py); docs/benchmarks.md has results. Images per
+the JSON of the run (see tools/benchmark_steps.py); docs/benchmarks.md has results. Images per
 CPU-second (the process's CPU time) stay comparable when other work shares the cores; prefix
 ``taskset -c 0`` for one-core numbers.
 
@@ -37,7 +38,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bit_jax import benchmark, data_sources, input_pipeline  # noqa: E402
+from bit_jax import data_sources, input_pipeline  # noqa: E402
+
+import benchmark_steps as benchmark  # noqa: E402  (tools/, beside this file)
 
 SHARED_TFDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
 
@@ -87,7 +90,7 @@ def measure_model(args: argparse.Namespace) -> dict:
         args.model, resolution=args.resolution, train_batch=args.train_batch,
         inference_batch=args.inference_batch, dtype=args.dtype, num_classes=args.num_classes,
         steps_=args.timed_steps, warmup=args.warmup, timm=args.timm,
-        pipeline=pipeline)
+        pipeline=pipeline, ops=args.ops)
 
 
 def write_row(row: dict, out: Path) -> None:
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--timed_steps", type=int, default=10, help="timed steps (median taken)")
     model.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     model.add_argument("--no_timm", dest="timm", action="store_false", help="skip timm")
+    model.add_argument("--ops", default="auto", choices=("auto", "custom", "plain", "both"),
+                       help="ops.py implementation to time; 'both' times each (see ops.py)")
     parser.add_argument("--out", type=Path, default=None,
                         help="append results to OUT/benchmarks.{jsonl,md} (default: print only)")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bit_jax.timm_oracle import import_timm  # noqa: E402
+from timm_oracle import import_timm  # noqa: E402  (tools/, beside this file)
 
 UNITS = (1, 1, 1, 1)
 ROOT = 32             # width 0.5: 64 * 0.5

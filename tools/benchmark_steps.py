@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bit_jax import models, optim, steps
+from bit_jax import ops as ops_lib
 
 TIMM_NAMES = {'R50x1': 'resnetv2_50x1_bit', 'R50x3': 'resnetv2_50x3_bit',
               'R101x1': 'resnetv2_101x1_bit', 'R101x3': 'resnetv2_101x3_bit',
@@ -165,7 +166,7 @@ def timm_train_and_inference(timm_name: str, num_classes: int, train_batch: int,
   """timm's model on the same shapes and inputs, on the CPU with one torch thread per usable
   CPU (XLA uses them all): a momentum-SGD step on the cross-entropy, and eval-mode inference under
   `torch.no_grad`. bfloat16 runs under `torch.autocast`, float32 parameters as in bit_jax."""
-  from bit_jax.timm_oracle import import_timm
+  from timm_oracle import import_timm
   timm = import_timm()
   import torch
   torch.set_num_threads(usable_cpus())
@@ -203,26 +204,43 @@ def timm_train_and_inference(timm_name: str, num_classes: int, train_batch: int,
           'timm': timm.__version__}
 
 
+def _resolved_ops(ops: str) -> list[str]:
+  """The ops.py implementations to time: 'both', or one choice ('auto' as it resolves here)."""
+  if ops == 'both':
+    return ['custom', 'plain']
+  return [ops if ops != 'auto' else
+          next(k for k, v in ops_lib.IMPLEMENTATIONS.items() if v is ops_lib.implementation())]
+
+
 def run(name: str = 'R50x1', resolution: int = 128, train_batch: int = 8,
         inference_batch: int = 32, dtype: str = 'float32', num_classes: int = 1000,
-        steps_: int = 10, warmup: int = 2, timm: bool = True, pipeline=None) -> dict:
+        steps_: int = 10, warmup: int = 2, timm: bool = True, pipeline=None,
+        ops: str = 'auto') -> dict:
   """All measurements of one run, as a JSON-able dict. `pipeline(crop, batch_size)` measures
   the input pipeline (a dict with 'images_per_s' and 'setup'; FileNotFoundError or ValueError
-  when it cannot run); None skips it. timm runs on the CPU backend, when it is installed."""
+  when it cannot run); None skips it. timm runs on the CPU backend, when it is installed.
+  `ops`: the model's implementation ('custom', 'plain', 'auto' or 'both'; see ops.py); with
+  'both' the steps are timed with each, 'bit_jax' holding the first and 'bit_jax_plain' the
+  autodiff one."""
   jdtype = jnp.dtype(dtype).type
-  model = models.create_model(name, num_classes=num_classes, dtype=jdtype)
+  implementations = _resolved_ops(ops)
   results = {'machine': machine(),
              'config': {'model': name, 'resolution': resolution, 'train_batch': train_batch,
                         'inference_batch': inference_batch, 'dtype': dtype,
-                        'num_classes': num_classes, 'timed_steps': steps_, 'warmup': warmup}}
+                        'num_classes': num_classes, 'timed_steps': steps_, 'warmup': warmup,
+                        'ops': implementations}}
   results['matmul_peak'] = matmul_peak(jdtype)
-  params = init_params(model, resolution)
-  results['bit_jax'] = {
-      'train': bit_train(model, params, train_batch, resolution, steps_, warmup),
-      'inference': bit_inference(model, params, inference_batch, resolution, steps_, warmup)}
-  for step in results['bit_jax'].values():
-    if step['flops_per_s']:
-      step['share_of_matmul_peak'] = step['flops_per_s'] / results['matmul_peak']['flops_per_s']
+  for implementation in implementations:
+    model = models.Architecture.from_name(name).model(num_classes, jdtype, ops=implementation)
+    params = init_params(model, resolution)
+    key = 'bit_jax' if implementation == implementations[0] else f'bit_jax_{implementation}'
+    results[key] = {
+        'train': bit_train(model, params, train_batch, resolution, steps_, warmup),
+        'inference': bit_inference(model, params, inference_batch, resolution, steps_, warmup)}
+    for step in results[key].values():
+      if step['flops_per_s']:
+        step['share_of_matmul_peak'] = (step['flops_per_s'] /
+                                        results['matmul_peak']['flops_per_s'])
   results['timm'] = _timm_or_reason(timm, name, num_classes, train_batch, inference_batch,
                                     resolution, jdtype, steps_, warmup)
   if pipeline is not None:
@@ -274,11 +292,13 @@ def markdown(results: dict) -> str:
   """The run as notes and a markdown table, one row per measurement."""
   config, machine_ = results['config'], results['machine']
   bit, timm, peak = results['bit_jax'], results.get('timm', {}), results['matmul_peak']
-  rows = [(f'bit_jax {step}', {**bit[step],
-                               'ratio': results['ratios'].get(f'{step}_bit_jax_over_timm'),
-                               'cpu_ratio': results['ratios'].get(
-                                   f'{step}_bit_jax_over_timm_per_cpu_s')})
+  first_ops = config.get('ops', ['auto'])[0]
+  rows = [(f'bit_jax {step} ({first_ops})',
+           {**bit[step], 'ratio': results['ratios'].get(f'{step}_bit_jax_over_timm'),
+            'cpu_ratio': results['ratios'].get(f'{step}_bit_jax_over_timm_per_cpu_s')})
           for step in ('train', 'inference')]
+  rows += [(f'bit_jax {step} ({key.removeprefix("bit_jax_")})', results[key][step])
+           for key in results if key.startswith('bit_jax_') for step in ('train', 'inference')]
   rows += [(f'timm {step}', timm[step]) for step in ('train', 'inference') if step in timm]
   pipeline = results.get('pipeline', {})
   if 'images_per_s' in pipeline:
