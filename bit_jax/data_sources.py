@@ -196,7 +196,7 @@ def tfds_source(
   )
 
 
-def _undecodable(paths: list[str]) -> list[int]:
+def undecodable(paths: list[str]) -> list[int]:
   """Indices of the files TF's own decoder rejects, found in one parallel pass.
 
   The pass is deterministic, so a failure arrives at the position of its file; the
@@ -220,7 +220,7 @@ def _undecodable(paths: list[str]) -> list[int]:
   return bad
 
 
-def _images_under(directory: epath.Path) -> list[epath.Path]:
+def images_under(directory: epath.Path) -> list[epath.Path]:
   """Image files anywhere below `directory`, sorted by path (nested folders included, as
   torchvision's ImageFolder reads them)."""
   found = []
@@ -264,7 +264,7 @@ def image_folder_source(
     class_dir = split_dir / class_name
     if not class_dir.is_dir():
       continue
-    images = [str(f) for f in _images_under(class_dir)]
+    images = [str(f) for f in images_under(class_dir)]
     if not images:
       empty.append(class_name)
     paths += images
@@ -281,7 +281,7 @@ def image_folder_source(
       f"{split_dir}; found none."
     )
 
-  bad = _undecodable(paths)
+  bad = undecodable(paths)
   skipped = tuple(paths[i] for i in bad)
   if skipped and not skip_corrupt:
     raise ValueError(

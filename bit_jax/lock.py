@@ -22,6 +22,10 @@ from bit_jax.errors import RunError
 STALE_AFTER_S = 30 * 60
 
 
+class WorkdirInUse(RunError):
+  """Another live process owns the workdir."""
+
+
 def _pid_running(pid: int) -> bool:
   try:
     os.kill(pid, 0)
@@ -38,6 +42,12 @@ def _stale(owner: dict, now: float) -> bool:
   return now - float(owner.get('heartbeat', 0)) > STALE_AFTER_S
 
 
+def is_claimed(path) -> bool:
+  """Whether a live process holds the lock at `path`."""
+  owner = WorkdirLock(path)._read()    # noqa: SLF001  (one reader of the format)
+  return owner is not None and not _stale(owner, time.time())
+
+
 class WorkdirLock:
   def __init__(self, path):
     self.path = epath.Path(path)
@@ -51,7 +61,7 @@ class WorkdirLock:
     owner = self._read()
     if owner is not None:
       if not _stale(owner, now):
-        raise RunError(
+        raise WorkdirInUse(
             f'{self.path.parent} is in use by pid {owner.get("pid")} on {owner.get("host")} '
             f'(started {time.ctime(owner.get("started", 0))}, last seen '
             f'{now - owner.get("heartbeat", now):.0f} s ago). Wait for it to finish or stop '
@@ -62,7 +72,8 @@ class WorkdirLock:
                    'heartbeat': now, 'token': self.token}
     self._create(exclusive=owner is None)
     if (self._read() or {}).get('token') != self.token:     # another process won the race
-      raise RunError(f'{self.path.parent} was just taken by another process; see {self.path}.')
+      raise WorkdirInUse(f'{self.path.parent} was just taken by another process; see '
+                         f'{self.path}.')
     return note
 
   def heartbeat(self) -> None:
@@ -89,8 +100,8 @@ class WorkdirLock:
       try:      # O_EXCL: of two processes starting together, exactly one creates the file
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
       except FileExistsError:
-        raise RunError(f'{self.path.parent} was just taken by another process; see '
-                       f'{self.path}.') from None
+        raise WorkdirInUse(f'{self.path.parent} was just taken by another process; see '
+                           f'{self.path}.') from None
       with os.fdopen(fd, 'w') as f:
         f.write(content)
     else:

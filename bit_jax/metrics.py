@@ -4,6 +4,7 @@ Only process 0 writes; the other processes get a writer that does nothing, so th
 no `if process_index == 0` of its own.
 """
 
+import contextlib
 import json
 import time
 
@@ -18,11 +19,13 @@ class MetricWriter:
     self.enabled = enabled
     self.tensorboard_dir = epath.Path(tensorboard_dir)
     self._tensorboard = None
+    self._files = contextlib.ExitStack()
     if enabled:
       metrics_file = epath.Path(metrics_file)
       metrics_file.parent.mkdir(parents=True, exist_ok=True)
-      # Appended line by line; every record is complete JSON or absent after a kill.
-      self._jsonl = metrics_file.open('a')
+      # Appended line by line and flushed, so every record is complete JSON or absent after a
+      # kill. (On gs:// epath's open is a context manager; the stack keeps it open.)
+      self._jsonl = self._files.enter_context(metrics_file.open('a'))
 
   @property
   def tensorboard(self):
@@ -53,7 +56,7 @@ class MetricWriter:
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
+      self._files.close()
       if self._tensorboard is not None:
         self._tensorboard.flush()
 

@@ -17,11 +17,6 @@ class DataParallel:
   def replicate(self, tree):
     return jax.device_put(tree, self.replicated)
 
-  def abstract(self, tree):
-    """`jax.ShapeDtypeStruct`s of `tree`'s arrays, replicated (what orbax restores into)."""
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                       sharding=self.replicated), tree)
-
   def global_batch(self, local_batch: dict) -> dict:
     """This process's numpy batch -> global arrays sharded over the mesh ('id' stays here)."""
     return {k: jax.make_array_from_process_local_data(self.sharded, v)

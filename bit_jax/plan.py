@@ -18,7 +18,7 @@ own data:
   previous phase's weights on another task, 'keep' when it continues the same task.
 
 Everything a user can get wrong is checked here, for every phase, before anything trains:
-field types and ranges, the data (splits, subset sizes, eval labels), the init (exists,
+field types and ranges (fields.py), the data (splits, subset sizes, eval labels), the init (exists,
 fits), the freeze regex, and batch sizes against devices and processes. A problem raises
 `ConfigError` naming the phase. The `Plan` is an immutable value: `records()` is what
 phases.json stores, `table()` what `--dry_run` prints.
@@ -27,7 +27,6 @@ phases.json stores, `table()` what `--dry_run` prints.
 import dataclasses
 import hashlib
 import math
-import re
 from typing import Optional
 
 import jax
@@ -35,12 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bit_jax import data_sources, hyperrule, input_pipeline, models, ops, optim, pretrained
-from bit_jax import schedules, steps, subsets
+from bit_jax import data_sources, hyperrule, models, optim, pretrained, subsets
 from bit_jax.errors import ConfigError
+from bit_jax.fields import check_fields, phase_configs
 
-PHASE_ONLY_FIELDS = ('name',)
-HEADS = ('reset', 'keep')
 # How many labels of a large eval split are read to check them before training.
 EVAL_LABEL_SAMPLE = 256
 
@@ -111,93 +108,6 @@ def json_safe(value):
   if isinstance(value, np.generic):
     return value.item()
   return value
-
-
-# --- the fields of one phase -------------------------------------------------------------
-
-def phase_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
-  """One unlocked ConfigDict per phase: the top level updated with the phase's overrides."""
-  base = config.to_dict()
-  overrides = base.pop('phases', None) or [{}]
-  phases = []
-  for index, override in enumerate(overrides):
-    override = dict(override)
-    unknown = sorted(set(override) - set(base) - set(PHASE_ONLY_FIELDS))
-    if unknown:
-      raise ConfigError(f'Phase {index} sets unknown fields {unknown}; phases may override '
-                        f'any top-level field: {", ".join(sorted(base))}.')
-    phase = ml_collections.ConfigDict({**base, 'name': f'phase{index}', 'index': index,
-                                       'init': base['init'] if index == 0 else 'previous'})
-    phase.update(override)
-    phases.append(phase)
-  return phases
-
-
-def _int(low, high=None):
-  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-          and (high is None or v <= high)), f'an integer >= {low}'
-
-
-def _number(low, high=None, *, open_low=False, open_high=False):
-  def check(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and (v > low if open_low else v >= low)
-            and (high is None or (v < high if open_high else v <= high)))
-  interval = f'{"(" if open_low else "["}{low}, {high if high is not None else "inf"}' + (
-      ')' if open_high or high is None else ']')
-  return check, f'a number in {interval}'
-
-
-def _one_of(*choices):
-  return (lambda v: v in choices), f'one of {choices}'
-
-
-_OPTIONAL = ('eval_batch_size', 'lr', 'total_steps', 'epochs', 'warmup_steps', 'warmup_epochs',
-             'mixup_alpha', 'shots', 'fraction', 'val_fraction', 'resize', 'crop',
-             'early_stopping_patience', 'num_classes', 'data_shards', 'head')
-FIELD_CHECKS = {
-    'batch_size': _int(1), 'eval_batch_size': _int(1), 'batch_split': _int(1),
-    'base_lr': _number(0, open_low=True), 'lr': _number(0, open_low=True),
-    'base_batch': _int(1), 'lr_scaling': _one_of('none', 'linear'),
-    'lr_schedule': _one_of(*schedules.SCHEDULES),
-    'total_steps': _int(0), 'epochs': _number(0, open_low=True), 'warmup_steps': _int(0),
-    'warmup_epochs': _number(0), 'mixup_alpha': _number(0),
-    'momentum': _number(0, 1, open_high=True), 'weight_decay': _number(0),
-    'plateau_patience': _int(1), 'plateau_factor': _number(0, 1, open_low=True),
-    'early_stopping_patience': _int(1),
-    'shots': _int(1), 'fraction': _number(0, 1, open_low=True),
-    'val_fraction': _number(0, 1, open_low=True, open_high=True),
-    'resize': _int(1), 'crop': _int(1), 'num_classes': _int(1), 'data_shards': _int(1),
-    'preprocess': _one_of(*input_pipeline.PREPROCESSINGS), 'loss': _one_of(*steps.LOSSES),
-    'dtype': _one_of('float32', 'bfloat16'), 'ops': _one_of(*ops.CHOICES),
-    'head': _one_of(*HEADS), 'seed': _int(0), 'subset_seed': _int(0),
-    'log_every': _int(1), 'eval_every': _int(0), 'checkpoint_every': _int(0),
-    'keep_checkpoints': _int(1), 'fewshot_l2': _number(0, open_low=True),
-}
-
-
-def check_fields(phase: ml_collections.ConfigDict) -> None:
-  """Every field of the right type and in range, all problems listed at once."""
-  problems = []
-  for field, (ok, expected) in FIELD_CHECKS.items():
-    value = phase[field]
-    if value is None and field in _OPTIONAL:
-      continue
-    if not ok(value):
-      problems.append(f'{field}={value!r} (expected {expected})')
-  for field in ('decay_steps', 'decay_epochs', 'classes', 'fewshot_shots', 'fewshot_classes'):
-    value = phase[field]
-    if value is not None and (not isinstance(value, (tuple, list)) or
-                              not all(isinstance(v, (int, float)) and v >= 0 for v in value)):
-      problems.append(f'{field}={value!r} (expected a tuple of numbers >= 0)')
-  if phase.shots and phase.fraction:
-    problems.append(f'shots={phase.shots} and fraction={phase.fraction} (set one of them)')
-  try:
-    re.compile(phase.freeze)
-  except (re.error, TypeError) as e:
-    problems.append(f'freeze={phase.freeze!r} (not a regular expression: {e})')
-  if problems:
-    raise ConfigError(f'Phase {phase.name}: ' + '; '.join(problems) + '.')
 
 
 # --- resolving one phase -----------------------------------------------------------------
@@ -339,7 +249,7 @@ def _architecture_and_head(s, previous: Optional[Phase]) -> tuple[models.Archite
     if pretrained.detect_format(s.init) == 'npz' and s.init not in models.KNOWN_MODELS:
       shapes = pretrained.npz_shapes(s.init)
       pretrained.check_fit(shapes, architecture.model(s.num_classes), s.head == 'keep')
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, RuntimeError) as e:
     raise ConfigError(f'cannot use init={s.init!r}: {e}') from None
   return architecture, s.head or 'reset'
 
@@ -394,6 +304,7 @@ def _ids_digest(*ids) -> str:
 def resolve_phase(s: ml_collections.ConfigDict, previous: Optional[Phase], *,
                   device_count: int, data_shards: int) -> Phase:
   check_fields(s)
+  unset = {k for k, v in s.items() if v is None}
   if s.eval_split is None:
     s.eval_split = data_sources.default_eval_split(s.dataset)
   train, evaluate = _sources(s)
@@ -411,6 +322,7 @@ def resolve_phase(s: ml_collections.ConfigDict, previous: Optional[Phase], *,
     hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)   # ordered?
   architecture, s.head = _architecture_and_head(s, previous)
   s.multi_label = train.multi_label
+  s.derived = sorted(k for k in unset if s[k] is not None)   # resolved here, not given
   s.architecture = architecture.name
   s.data_digest = _ids_digest(ids, val_ids)
   _check_batches(s, device_count, data_shards)
@@ -441,22 +353,3 @@ def resolve(config: ml_collections.ConfigDict, *, device_count: Optional[int] = 
     except ValueError as e:        # subsets, the HyperRule schedule, the pipeline's checks
       raise ConfigError(f'Phase {s.name}: {e}') from None
   return Plan(tuple(phases), data_shards)
-
-
-# Fields that only say how a run is watched or where its data lives; a resume may change them.
-BOOKKEEPING_FIELDS = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
-                      'eval_batch_size', 'fewshot_shots', 'fewshot_dataset', 'fewshot_classes',
-                      'fewshot_l2', 'data_dir', 'ops', 'skip_corrupt')
-
-
-def changes(before: list[dict], after: list[dict]) -> dict[str, list[str]]:
-  """{phase name: ['field: old -> new', ...]} for every field that changes the training."""
-  found = {}
-  if len(before) != len(after):
-    found['phases'] = [f'{len(before)} phases -> {len(after)}']
-  for old, new in zip(before, after):
-    differ = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(set(old) | set(new))
-              if k not in BOOKKEEPING_FIELDS and old.get(k) != new.get(k)]
-    if differ:
-      found[new.get('name', old.get('name'))] = differ
-  return found

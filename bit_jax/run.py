@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Optional
 
 import jax
@@ -23,37 +23,40 @@ import ml_collections
 import numpy as np
 
 from bit_jax import evaluators as evaluators_lib
-from bit_jax import files, input_pipeline, metrics, optim, parallel, pretrained, subsets, weights
+from bit_jax import fields, files, input_pipeline, metrics, optim, pretrained, subsets, weights
 from bit_jax import plan as plan_lib
 from bit_jax.checkpoint import Checkpoints
-from bit_jax.errors import ConfigError, RunError, Stopped
-from bit_jax.lock import WorkdirLock
+from bit_jax.errors import ConfigError, Stopped
+from bit_jax.lock import WorkdirInUse, WorkdirLock
 from bit_jax.loop import PhaseLoop, Services
-from bit_jax.parallel import DataParallel
+from bit_jax.parallel import DataParallel, broadcast_text
 from bit_jax.plan import Phase, Plan
 from bit_jax.preemption import StopRequest
 from bit_jax.run_state import RunState, Workdir, new_train_state, train_state_shapes
 
 
 def run(config: ml_collections.ConfigDict, workdir, *, stop: Optional[StopRequest] = None,
-        accept_changes: Sequence[str] = ()) -> dict:
+        accept_changes: Sequence[str] = (), claim: Optional['Claim'] = None) -> dict:
   """Train `config` in `workdir` (resuming what is there); returns results.json's content."""
   check_writable(workdir)
-  return execute(plan_lib.resolve(config), workdir, stop=stop, accept_changes=accept_changes)
+  return execute(plan_lib.resolve(config), workdir, stop=stop, accept_changes=accept_changes,
+                 claim=claim)
 
 
 def execute(plan: Plan, workdir, *, stop: Optional[StopRequest] = None,
-            accept_changes: Sequence[str] = ()) -> dict:
+            accept_changes: Sequence[str] = (), claim: Optional['Claim'] = None) -> dict:
   """Run a resolved plan. `stop`: a `StopRequest` already installed by the caller (the sweep
-  runner), else one is installed for the duration of the run. A workdir that holds a run of
-  another plan is refused, unless every changed field is in `accept_changes`."""
+  runner), else one is installed for the duration of the run. `claim`: the workdir already
+  claimed by the caller, else it is claimed here (`WorkdirInUse` if another job holds it).
+  A workdir that holds a run of another plan is refused, unless every changed field is in
+  `accept_changes`."""
   workdir = Workdir(workdir)
   check_writable(workdir.root)
   with contextlib.ExitStack() as stack:
     stop = stop or stack.enter_context(StopRequest())
     if stop.requested:
       raise Stopped('Stopped on request before the run started.')
-    lock = stack.enter_context(_owned(workdir))
+    lock = (claim or stack.enter_context(claimed(workdir.root))).lock
     checkpoints = Checkpoints(workdir.checkpoints, keep=plan.phases[0].settings.keep_checkpoints)
     stack.callback(checkpoints.close)
     resumed = checkpoints.latest()
@@ -97,10 +100,18 @@ def check_writable(workdir) -> None:
                       f'directory you can write to.') from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """A workdir this job owns: process 0 holds its lock (`lock` is None on the others)."""
+  lock: Optional[WorkdirLock]
+
+
 @contextlib.contextmanager
-def _owned(workdir: Workdir):
-  """The workdir's lock, held by process 0 for the whole run; every process learns whether
-  it was granted, so all of them refuse together."""
+def claimed(workdir) -> Iterator[Claim]:
+  """Own `workdir` for the block: its lock, held by process 0; every process learns whether
+  it was granted, so all of them raise `WorkdirInUse` together."""
+  workdir = Workdir(workdir)
+  workdir.root.mkdir(parents=True, exist_ok=True)
   lock = WorkdirLock(workdir.lock) if jax.process_index() == 0 else None
   refusal = ''
   if lock is not None:
@@ -108,14 +119,14 @@ def _owned(workdir: Workdir):
       note = lock.acquire()
       if note:
         print(note, flush=True)
-    except RunError as e:
+    except WorkdirInUse as e:
       refusal = str(e)
   if jax.process_count() > 1:
-    refusal = parallel.broadcast_text(refusal)
+    refusal = broadcast_text(refusal)
   if refusal:
-    raise RunError(refusal)
+    raise WorkdirInUse(refusal)
   try:
-    yield lock
+    yield Claim(lock)
   finally:
     if lock is not None:
       lock.release()
@@ -127,12 +138,14 @@ def _check_resume(plan: Plan, workdir: Workdir, run_state: RunState,
   every changed field; finished phases can never change. Returns the accepted changes."""
   if not workdir.plan.exists():
     return {}
-  found = plan_lib.changes(files.read_json(workdir.plan), plan.records())
+  found, given = fields.changes(files.read_json(workdir.plan), plan.records())
   if not found:
     return {}
   listing = '; '.join(f'{name}: {", ".join(lines)}' for name, lines in found.items())
-  fields = sorted({'phases'} & set(found) | {line.split(':')[0] for name, lines in
-                                             found.items() if name != 'phases' for line in lines})
+  # Derived values (a schedule scaled to a new total_steps) follow the fields that caused
+  # them; when nothing given changed (the data did), the derived ones must be accepted.
+  fields = sorted(given) or sorted({line.split(':')[0] for lines in found.values()
+                                    for line in lines})
   if any(f not in accept_changes for f in fields):
     raise ConfigError(
         f'{workdir.root} holds a run trained with another config ({listing}). Rerun with '
@@ -188,15 +201,18 @@ def _run_phase(phase: Phase, previous_params, run_state: RunState, resume: Optio
   optimizer = optim.make_optimizer(param_shapes, momentum=s.momentum,
                                    weight_decay=s.weight_decay, freeze=s.freeze)
   if resume is not None:
-    abstract = parallel.abstract(train_state_shapes(model, optimizer, s.crop))
-    train_state = services.checkpoints.restore(resume, abstract)
+    saved = services.checkpoints.restore(resume, train_state_shapes(model, optimizer, s.crop))
+    train_state = parallel.replicate(saved)
     if run_state.phase_done:
       return train_state['params'], run_state
   else:
     run_state = dataclasses.replace(run_state, phase=phase.index, phase_step=0,
                                     phase_done=False, plateau=None)
     params = weights.initial_params(phase, previous_params)
-    train_state = parallel.replicate(new_train_state(params, optimizer))
+    # One program builds the optimizer state on the devices (eagerly, every leaf's zeros
+    # would compile on its own).
+    train_state = jax.jit(lambda p: new_train_state(p, optimizer),
+                          out_shardings=parallel.replicated)(params)
   services.writer.print(_start_line(phase))
   for note in phase.notes:
     services.writer.print(f'   note: {note}')

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from bit_jax import defaults, plan, schedules
+from bit_jax import defaults, fields, plan, schedules
 from bit_jax.errors import ConfigError
 
-phases = plan   # phase_configs and fill_from_hyperrule live in plan.py
+phases = plan   # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
 
 
 def config(**top):
@@ -72,7 +72,7 @@ def test_unknown_phase_field_is_an_error_that_lists_fields():
     phases.phase_configs(config(phases=({'batchsize': 3},)))
   [phase] = phases.phase_configs(config(lr_schedule='cosine'))
   with pytest.raises(ConfigError, match='plateau'):
-    plan.check_fields(phase)
+    fields.check_fields(phase)
 
 
 def test_learning_rate_kinds():

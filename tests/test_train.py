@@ -95,17 +95,21 @@ LONGER = ('--config.total_steps=40', '--config.eval_every=0', '--config.log_ever
 @pytest.mark.slow
 @pytest.mark.parametrize('how', [signal.SIGKILL, signal.SIGTERM])
 def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
-  reference = command(tmp_path / 'reference', *LONGER)
+  # kill -9 with a save every step and only one checkpoint kept: the kill most likely lands
+  # while a checkpoint is being written, the window where the newest one must not be lost.
+  flags = LONGER + (('--config.keep_checkpoints=1', '--config.checkpoint_every=1')
+                    if how == signal.SIGKILL else ())
+  reference = command(tmp_path / 'reference', *flags)
   assert reference.wait(300) == 0, reference.stdout.read()
 
-  interrupted = command(tmp_path / 'run', *LONGER)
+  interrupted = command(tmp_path / 'run', *flags)
   wait_for_checkpoint(tmp_path / 'run', interrupted)
   interrupted.send_signal(how)
   output = interrupted.communicate(timeout=120)[0]
   assert not (tmp_path / 'run' / 'results.json').exists(), 'finished before the signal'
   if how == signal.SIGTERM:
     assert interrupted.returncode == 0 and 'Stopped on request' in output, output
-  resumed = command(tmp_path / 'run', *LONGER)
+  resumed = command(tmp_path / 'run', *flags)
   output = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0 and 'Resuming from' in output, output
   resumed_at = int(output.split('(step ')[1].split(':')[0])
