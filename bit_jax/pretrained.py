@@ -2,30 +2,30 @@
 
 The official `.npz` files name arrays like `resnet/block1/unit01/a/group_norm/gamma`. Our Flax
 tree names them `block1/unit01/gn1/scale`. One table of regex rules translates between the two;
-timm `resnetv2_*_bit` state_dicts are first rewritten into the official layout, so every
-format goes through the same checked loader.
+timm `resnetv2_*_bit` state_dicts (`.pth`, `.safetensors`, the Hugging Face hub) are first
+rewritten into the official layout, so every format goes through the same checked loader.
 
     model, params = load_pretrained('BiT-M-R50x1', num_classes=10)
+    model, params = load_pretrained('hf-hub:timm/resnetv2_50x1_bit.goog_in21k')
     logits = model.apply({'params': params}, images)   # NHWC in [-1, 1]
 """
 
+import io
 import os
 import pickle
 import re
 import zipfile
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
-from bit_jax import models
+from bit_jax import files, hub, models
+from bit_jax.download import fetch
 
 # (flax path, official npz key) rules; the first rule whose flax pattern matches wins.
 _UNIT = r'block(\d)/unit(\d\d)'
@@ -83,14 +83,14 @@ def normalize_keys(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def read_npz(path) -> dict[str, np.ndarray]:
   """The weights of an .npz in the official layout (a run's metadata left out)."""
-  with np.load(path, allow_pickle=False) as f:
+  with epath.Path(path).open('rb') as file, np.load(file, allow_pickle=False) as f:
     return normalize_keys({k: f[k] for k in f.files if k not in METADATA})
 
 
 def read_metadata(path) -> dict:
   """What a run stored beside the weights of its final.npz: {'class_names': [...],
   'image_size': int}, either absent for other checkpoints."""
-  with np.load(path, allow_pickle=False) as f:
+  with epath.Path(path).open('rb') as file, np.load(file, allow_pickle=False) as f:
     return {k.removeprefix('bit_jax/'): f[k].tolist() for k in METADATA if k in f.files}
 
 
@@ -99,7 +99,7 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
   checked in milliseconds)."""
   shapes = {}
   try:
-    with zipfile.ZipFile(path) as archive:
+    with epath.Path(path).open('rb') as file, zipfile.ZipFile(file) as archive:
       for member in archive.namelist():
         with archive.open(member) as f:
           version = np.lib.format.read_magic(f)
@@ -111,13 +111,15 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
   return _canonical(shapes)
 
 
-FORMATS = ('npz', 'pth', 'orbax')
+FORMATS = ('npz', 'pth', 'safetensors', 'orbax')
 
 
 def detect_format(path, forced: Optional[str] = None) -> str:
-  """`forced` if given, else from the name: .npz, .pth/.pt, anything else an orbax directory."""
+  """`forced` if given, else from the name: .npz, .pth/.pt, .safetensors, anything else an
+  orbax directory."""
   suffix = Path(path).suffix.lower()
-  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth'}.get(suffix, 'orbax')
+  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth',
+                    '.safetensors': 'safetensors'}.get(suffix, 'orbax')
 
 
 def _unreadable(path, fmt, error, expected):
@@ -143,7 +145,8 @@ def _read(path, fmt: str) -> dict[str, np.ndarray]:
       raise _unreadable(path, fmt, e, 'arrays saved with np.savez (no pickled objects)') from e
   if fmt == 'pth':
     try:
-      state = require_torch().load(path, map_location='cpu', weights_only=True)
+      state = require_torch().load(io.BytesIO(epath.Path(path).read_bytes()),
+                                   map_location='cpu', weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
       raise _unreadable(path, fmt, e, 'a state_dict saved with torch.save') from e
     if isinstance(state, Mapping) and isinstance(state.get('state_dict'), Mapping):
@@ -151,10 +154,17 @@ def _read(path, fmt: str) -> dict[str, np.ndarray]:
     if not isinstance(state, Mapping):
       raise CheckpointMismatchError(f'holds a {type(state).__name__}, not a state_dict.')
     return timm_to_npz(state)
+  if fmt == 'safetensors':
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+    try:
+      return timm_to_npz(load(epath.Path(path).read_bytes()))
+    except (OSError, SafetensorError) as e:
+      raise _unreadable(path, fmt, e, 'a timm state_dict saved with safetensors') from e
   import orbax.checkpoint as ocp
   try:
     with ocp.StandardCheckpointer() as checkpointer:
-      tree = checkpointer.restore(os.path.abspath(path))
+      tree = checkpointer.restore(os.path.abspath(path) if files.is_local(path) else path)
   except (OSError, ValueError) as e:
     raise _unreadable(path, fmt, e, 'a directory written by orbax StandardCheckpointer') from e
   try:   # the stored 'bit_architecture' is for loaders; the params themselves tell it too
@@ -165,8 +175,8 @@ def _read(path, fmt: str) -> dict[str, np.ndarray]:
 
 
 def read_any(path, fmt: Optional[str] = None) -> dict[str, np.ndarray]:
-  """Official-layout arrays of a BiT checkpoint in any of the three formats."""
-  if not os.path.exists(path):
+  """Official-layout arrays of a BiT checkpoint in any of the `FORMATS`."""
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f'{path} does not exist.')
   try:
     arrays = _read(path, detect_format(path, fmt))
@@ -203,7 +213,9 @@ def describe(name_or_path) -> tuple[models.Architecture, Optional[int]]:
   if str(name_or_path) in models.KNOWN_MODELS:
     spec = models.KNOWN_MODELS[str(name_or_path)]
     return models.Architecture.from_name(str(name_or_path)), spec['num_classes']
-  if not os.path.exists(name_or_path):
+  if hub.is_hub(name_or_path):
+    return architecture_of(read_any(hub.download(name_or_path)))
+  if not epath.Path(name_or_path).exists():
     raise FileNotFoundError(
         f'{name_or_path!r} is neither a file nor a published BiT model '
         f'({", ".join(sorted(models.KNOWN_MODELS))}).')
@@ -287,7 +299,7 @@ def params_to_npz(params) -> dict[str, np.ndarray]:
 
 
 def save_npz(path, params) -> None:
-  np.savez(path, **params_to_npz(params))
+  files.write_npz(path, params_to_npz(params))
 
 
 # timm `resnetv2_*_bit` names <-> official names. Convolutions are OIHW in torch, HWIO here.
@@ -352,49 +364,50 @@ def download(name: str, directory: Optional[Path] = None) -> Path:
                      f'{", ".join(sorted(models.KNOWN_MODELS))}.')
   spec = models.KNOWN_MODELS[name]
   target = Path(directory or cache_dir()) / spec['filename']
-  if target.exists():
-    return target
-  target.parent.mkdir(parents=True, exist_ok=True)
-  print(f'Downloading {spec["url"]} -> {target}', flush=True)
-  with tempfile.NamedTemporaryFile(dir=target.parent, suffix='.part', delete=False) as tmp:
-    try:
-      with urllib.request.urlopen(spec['url'], timeout=60) as response:
-        shutil.copyfileobj(response, tmp, length=1 << 20)
-    except (urllib.error.URLError, OSError) as e:
-      os.unlink(tmp.name)
-      raise RuntimeError(
-          f'Could not download {name} from {spec["url"]} ({e}). Without network access, fetch '
-          f'the file elsewhere and either pass its path to load_pretrained or put it at '
-          f'{target} (or set BIT_JAX_CACHE to the folder holding it).') from e
-  os.replace(tmp.name, target)                       # never leave a half-written checkpoint
+  if not target.exists():
+    fetch(spec['url'], target)   # its errors say where to put a file fetched elsewhere
   return target
 
 
 def load_pretrained(name_or_path, num_classes=None, dtype=jnp.float32,
-                    cache: Optional[Path] = None, *, keep_head: bool = False):
+                    cache: Optional[Path] = None, *, keep_head: bool = False,
+                    with_info: bool = False):
   """`(model, params)` from a checkpoint file or a published BiT name.
 
   Args:
-    name_or_path: a local checkpoint — official `.npz` (a run's final.npz too), timm `.pth`
-      state_dict or an orbax directory written by tools/convert_checkpoint.py — or a name
-      from `bit_jax.models.KNOWN_MODELS` (downloaded to the cache dir on first use).
+    name_or_path: a checkpoint on any filesystem epath reaches (local, gs://) — official
+      `.npz` (a run's final.npz too), timm `.pth` or `.safetensors` state_dict, or an orbax
+      directory written by tools/convert_checkpoint.py — a name from
+      `bit_jax.models.KNOWN_MODELS` (downloaded to `cache` or the cache dir on first use), or
+      a timm BiT on the Hugging Face hub, 'hf-hub:<org>/<name>' (downloaded to the Hugging
+      Face cache).
     num_classes: None (the default) keeps the checkpoint's own head (a checkpoint without a
       head gives features). An int K gives a fresh zero-initialised K-class head, as BiT
       fine-tuning does for every new task, even when the checkpoint's head has K classes;
       `keep_head=True` keeps the checkpoint's head instead (it must have K classes). 0 gives
       a features-only model (pre-logits).
     dtype: activation dtype (parameters stay float32).
+    with_info: also return a dict with what a run's final.npz stores beside the weights:
+      'class_names' (label i is class_names[i]) and 'image_size' (the crop it was trained
+      at), None where the checkpoint does not say.
   """
-  path = Path(name_or_path)
-  if not path.exists():
+  path = epath.Path(name_or_path)
+  if hub.is_hub(name_or_path):
+    path = hub.download(name_or_path)
+  elif not path.exists():
     if str(name_or_path) not in models.KNOWN_MODELS:
       raise FileNotFoundError(
           f'{name_or_path!r} is neither a file nor a published BiT model '
-          f'({", ".join(sorted(models.KNOWN_MODELS))}).')
+          f'({", ".join(sorted(models.KNOWN_MODELS))}) nor {hub.PREFIX}<org>/<name>.')
     path = download(str(name_or_path), cache)
   arrays = read_any(path)
   architecture, head_classes = architecture_of(arrays)
   if num_classes is None:
     num_classes, keep_head = head_classes, True
   model = architecture.model(num_classes or None, dtype)
-  return model, npz_to_params(arrays, model, keep_head=keep_head and bool(num_classes))
+  params = npz_to_params(arrays, model, keep_head=keep_head and bool(num_classes))
+  if not with_info:
+    return model, params
+  info = read_metadata(path) if detect_format(path) == 'npz' else {}
+  names = info.get('class_names') if keep_head and num_classes else None
+  return model, params, {'class_names': names, 'image_size': info.get('image_size')}

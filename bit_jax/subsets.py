@@ -24,9 +24,11 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
+from etils import epath
+
+from bit_jax import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,8 +217,8 @@ def _to_json_value(value):
     return value.item()
   if isinstance(value, np.ndarray):
     return value.tolist()
-  if isinstance(value, Path):
-    return str(value)
+  if isinstance(value, os.PathLike):
+    return os.fspath(value)
   raise TypeError(
     f"Expected JSON-serialisable metadata; got {type(value).__name__}: {value!r}."
   )
@@ -235,17 +237,15 @@ def save_ids(path: str | os.PathLike, ids: np.ndarray, **metadata) -> None:
       f"with shape {ids.shape}."
     )
   record = {"metadata": metadata, "num_ids": int(ids.size), "ids": ids.tolist()}
-  path = Path(path)
+  path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  # Write then rename, so a crash never leaves a truncated id file behind.
-  temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text(json.dumps(record, default=_to_json_value))
-  os.replace(temporary, path)
+  # Written whole or not at all: a crash never leaves a truncated id file behind.
+  files.write_atomic(path, json.dumps(record, default=_to_json_value))
 
 
 def load_ids(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
   """Reads a `save_ids` file: ``(ids as int64 array, metadata dict)``."""
-  record = json.loads(Path(path).read_text())
+  record = json.loads(epath.Path(path).read_text())
   ids = np.asarray(record["ids"], dtype=np.int64)
   if ids.size != record["num_ids"]:
     raise ValueError(

@@ -5,7 +5,7 @@ import urllib.error
 import numpy as np
 import pytest
 
-from bit_jax import models, pretrained
+from bit_jax import download, models, pretrained
 from conftest import TEST_DATA
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
@@ -114,7 +114,7 @@ def test_download_path_uses_cache_and_explains_offline_failure(tmp_path, monkeyp
 
   def offline(*args, **kwargs):
     raise urllib.error.URLError('no network')
-  monkeypatch.setattr(pretrained.urllib.request, 'urlopen', offline)
+  monkeypatch.setattr(download.urllib.request, 'urlopen', offline)
   with pytest.raises(RuntimeError, match='put it at'):
     pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path / 'empty')
   assert not list((tmp_path / 'empty').glob('*'))              # nothing half-written left

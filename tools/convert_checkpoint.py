@@ -1,9 +1,10 @@
-"""Convert BiT ResNet-V2 checkpoints between official `.npz`, timm `.pth` and Flax/orbax dirs.
+"""Convert BiT ResNet-V2 checkpoints: official `.npz`, timm `.pth`/`.safetensors`, orbax dirs.
 
 Every conversion goes through the official layout (`dict[str, np.ndarray]`, the source of
 truth), so npz -> pth -> npz and npz -> orbax -> npz give back the very same arrays.
 
     python tools/convert_checkpoint.py BiT-M-R50x1.npz bit_m_r50x1.pth     # for timm
+    python tools/convert_checkpoint.py model.safetensors BiT-M-R50x1.npz   # from the HF hub
     python tools/convert_checkpoint.py BiT-M-R50x1.npz ckpt/bit_m_r50x1    # orbax directory
     python tools/convert_checkpoint.py weights.bin out.npz --from pth --overwrite
 
@@ -58,6 +59,10 @@ def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
   with open(partial, 'wb') as f:                   # a file object: np.savez adds no suffix
     if fmt == 'npz':
       np.savez(f, **arrays)
+    elif fmt == 'safetensors':   # contiguous: safetensors writes strided arrays scrambled
+      from safetensors.numpy import save
+      f.write(save({k: np.ascontiguousarray(v)
+                    for k, v in pretrained.npz_to_timm(arrays).items()}))
     else:
       torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
                   for k, v in pretrained.npz_to_timm(arrays).items()}, f)
@@ -72,7 +77,7 @@ def describe(arch: dict) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('src', help='.npz, .pth/.pt, or an orbax checkpoint directory')
+  parser.add_argument('src', help='.npz, .pth/.pt, .safetensors or an orbax directory')
   parser.add_argument('dst', help='same choices; the format follows the suffix')
   parser.add_argument('--from', dest='src_format', choices=FORMATS, help='force SRC format')
   parser.add_argument('--to', dest='dst_format', choices=FORMATS, help='force DST format')
