@@ -85,12 +85,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 def mini_upstream_run(name: str = 'upstream', **overrides) -> dict:
   """The studies' CPU miniatures have no published checkpoint offline, so they pre-train
-  their own upstream: from scratch on CIFAR-10 classes 0-4 (their targets are classes 5-9).
+  their own upstream: from scratch on CIFAR-10 classes 0-4 (their targets are classes 5-9),
+  once (seeds=1): like the published checkpoints at full scale, it is the fixed starting point
+  that every repeat of the target runs shares.
   Study settings that make no sense upstream (a validation holdout, plateau, early stopping)
   are switched off here, so every study's upstream is the same run."""
   return dict(name=name, init='scratch', classes=(0, 1, 2, 3, 4), val_fraction=None,
               batch_size=64, lr=0.03, lr_schedule='hyperrule', total_steps=300, eval_every=0,
-              early_stopping_patience=None, **overrides)
+              early_stopping_patience=None, seeds=1, **overrides)
 
 
 def study_scale(scales: dict, arg: str, expected: str = 'mini or full'

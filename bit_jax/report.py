@@ -1,54 +1,71 @@
-"""A sweep's tables and plot: results.csv, phases.csv, evals.csv, results.md, `<name>.png`.
+"""A sweep's tables and plot: results.csv, summary.csv, comparisons.csv, phases.csv, evals.csv,
+results.md and `<name>.png`.
 
-`bit_jax.sweep` calls `write_all` after every run. Standalone, it re-plots any results.csv:
+`bit_jax.sweep` calls `write_all` after every repeat. Standalone, it re-plots a results.csv:
 
     python -m bit_jax.report DIR/results.csv --x=per_class --log_x --series=upstream \
         --title='Transfer vs. target-set size'
 
-which writes DIR/<title or 'results'>.png. Columns of results.csv: the run `name`, its tags
-(labels such as `upstream`), every top-level field the sweep overrides, then the measured
-`train_examples` and `per_class` (final phase), `top1`, `top5`, `steps`, `examples_seen`,
-`compute_epochs` (examples_seen / train_examples: compute in passes over the final training
-set M) and `wall_time_s`. phases.csv has one row per phase of every run (cumulative
-`examples_seen`), from results.json and phases.json; evals.csv one row per evaluation of the
-test set (metrics.jsonl), with the examples processed by then.
+* results.csv: one row per finished repeat: the run `name`, `seed_index`, its tags (labels such
+  as `upstream`), every top-level field the sweep overrides, then the measured
+  `subset_seed`, `train_examples` and `per_class` (final phase), `top1`, `top5`, `steps`,
+  `examples_seen`, `compute_epochs` (examples_seen / train_examples: compute in passes over
+  the final training set M) and `wall_time_s`.
+* summary.csv: one row per run (a point of the study): `n` repeats and, for each of
+  `SUMMARY_METRICS`, its `_mean`, `_std` and 95% interval `_ci_low`/`_ci_high` (Student's t,
+  see bit_jax/stats.py). The plot draws the means with these intervals as error bars.
+* comparisons.csv: the `report.compare` entries of the sweep config, each
+  `{'column', 'a', 'b', 'by', 'y'}`: for every value of `by` (or once), the runs whose
+  `column` is `a` minus those whose `column` is `b`, paired by seed_index, for each metric in
+  `y` (default ('top1',)): mean difference, its interval, the paired t test's p-value and
+  whether it is significant at 95%.
+* phases.csv: one row per phase of every repeat; evals.csv: one row per evaluation of the test
+  set (metrics.jsonl), with the examples processed by then.
+
+Report config (`report` in a sweep config): `x`, `y` (default 'top1'), `series` (a column
+whose values are the lines), `log_x`, `title`, `xlabel`, `points` ('runs', the default: the
+summary; 'phases' or 'evals': the rows of phases.csv/evals.csv of seed 0), `runs` (the names
+to plot; default all) and `compare`. Non-numeric x values are categories.
 """
 
 import argparse
 import csv
 import io
 import re
-from pathlib import Path
-
-from etils import epath
-
-from bit_jax import files
 
 import matplotlib
+from etils import epath
+
+from bit_jax import files, stats
 
 matplotlib.use('Agg')     # files only: the sweep runs headless
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-MEASURED = ('train_examples', 'per_class', 'top1', 'top5', 'steps', 'examples_seen',
-            'compute_epochs', 'wall_time_s')
-PHASE_COLUMNS = ('name', 'phase', 'batch_size', 'lr', 'lr_schedule', 'shots', 'fraction',
-                 'freeze', 'init', 'head', 'num_examples', 'test_top1', 'test_top5', 'val_top1',
-                 'steps', 'examples_seen')
-EVAL_COLUMNS = ('name', 'phase', 'step', 'examples_seen', 'top1', 'val_top1')
+MEASURED = ('subset_seed', 'train_examples', 'per_class', 'top1', 'top5', 'steps',
+            'examples_seen', 'compute_epochs', 'wall_time_s')
+SUMMARY_METRICS = ('top1', 'top5', 'steps', 'examples_seen', 'compute_epochs')
+STAT_FIELDS = ('mean', 'std', 'ci_low', 'ci_high')
+PHASE_COLUMNS = ('name', 'seed_index', 'phase', 'batch_size', 'lr', 'lr_schedule', 'shots',
+                 'fraction', 'freeze', 'init', 'head', 'num_examples', 'test_top1', 'test_top5',
+                 'val_top1', 'steps', 'examples_seen')
+EVAL_COLUMNS = ('name', 'seed_index', 'phase', 'step', 'examples_seen', 'top1', 'val_top1')
+COMPARISON_COLUMNS = ('y', 'column', 'a', 'b', 'by', 'at', 'n', 'mean', 'ci_low', 'ci_high',
+                      'p_value', 'significant')
 
 
-def _cell(value):
+def _cell(value, digits: int = 4):
   if isinstance(value, float):
-    return f'{value:.4g}'
+    return f'{value:.{digits}g}'
   return '' if value is None else str(value)
 
 
 def write_csv(path, rows, columns):
+  """Numbers keep 10 significant digits (the tables for reading round to 4)."""
   text = io.StringIO(newline='')
   writer = csv.DictWriter(text, columns, extrasaction='ignore')
   writer.writeheader()
-  writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
+  writer.writerows({k: _cell(row.get(k), 10) for k in columns} for row in rows)
   files.write_atomic(path, text.getvalue())
 
 
@@ -56,8 +73,8 @@ def read_csv(path):
   return list(csv.DictReader(io.StringIO(epath.Path(path).read_text(), newline='')))
 
 
-def markdown_table(rows, columns):
-  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+def markdown_table(rows, columns, headers=None):
+  lines = ['| ' + ' | '.join(headers or columns) + ' |', '|' + '---|' * len(columns)]
   lines += ['| ' + ' | '.join(_cell(row.get(k)).replace('|', '\\|') for k in columns) + ' |'
             for row in rows]
   return '\n'.join(lines)
@@ -70,33 +87,102 @@ def _number(text):
     return None
 
 
+# --- statistics over repeats ---------------------------------------------------------------
+
+def summarise(rows, columns) -> tuple[list[dict], list[str]]:
+  """One row per run name: its constant columns, `n`, and mean/std/95% interval of each of
+  `SUMMARY_METRICS` over its repeats."""
+  groups = {}
+  for row in rows:
+    groups.setdefault(row['name'], []).append(row)
+  constant = [c for c in columns if c not in ('seed_index', 'subset_seed', 'wall_time_s')
+              and c not in SUMMARY_METRICS]
+  metrics = [m for m in SUMMARY_METRICS if any(_number(r.get(m)) is not None for r in rows)]
+  summary = []
+  for name, group in groups.items():
+    out = {c: group[0].get(c) for c in constant}
+    out['n'] = len(group)
+    for metric in metrics:
+      values = [_number(r.get(metric)) for r in group if _number(r.get(metric)) is not None]
+      if values:
+        out.update({f'{metric}_{k}': v for k, v in stats.summary(values).items() if k != 'n'})
+    summary.append(out)
+  return summary, [*constant, 'n', *[f'{m}_{k}' for m in metrics for k in STAT_FIELDS]]
+
+
+def compare(rows, spec) -> list[dict]:
+  """Paired differences `a - b` of the rows whose `spec['column']` is a and b (see module)."""
+  column, a, b, by = spec['column'], str(spec['a']), str(spec['b']), spec.get('by')
+  out = []
+  at_values = list(dict.fromkeys(_cell(r.get(by)) for r in rows)) if by else [None]
+  for at in at_values:
+    def side(value):
+      return {_cell(r['seed_index']): r for r in rows
+              if _cell(r.get(column)) == value and (by is None or _cell(r.get(by)) == at)}
+    left, right = side(a), side(b)
+    seeds = sorted(set(left) & set(right), key=lambda s: _number(s) or 0)
+    if not seeds:
+      continue
+    for y in spec.get('y', ('top1',)):
+      pairs = [(_number(left[s].get(y)), _number(right[s].get(y))) for s in seeds]
+      pairs = [p for p in pairs if None not in p]
+      if not pairs:
+        continue
+      result = stats.paired([p[0] for p in pairs], [p[1] for p in pairs])
+      out.append({'y': y, 'column': column, 'a': a, 'b': b, 'by': by, 'at': at, **result})
+  return out
+
+
+def _interval(row, metric, scale=1.0):
+  """'55.1 [52.0, 58.2]' (mean and 95% interval), or the mean alone for one repeat."""
+  mean, low, high = (_number(row.get(f'{metric}_{k}')) for k in ('mean', 'ci_low', 'ci_high'))
+  if mean is None:
+    return ''
+  if low is None:
+    return f'{mean * scale:.3g}'
+  return f'{mean * scale:.3g} [{low * scale:.3g}, {high * scale:.3g}]'
+
+
+# --- the plot ------------------------------------------------------------------------------
+
 def lines_of(rows, x, y, series=None):
-  """{series value: [(x, y), ...]}; rows missing x, y or the series value (e.g. the upstream
-  runs of a transfer study) are left out. Non-numeric x values (e.g. 'scratch', 'block1') are
-  categories, placed at 0, 1, ... in the order they first appear."""
+  """{series value: [(x, y, row), ...]}; rows missing x, y or the series value (e.g. the
+  upstream runs of a transfer study) are left out. Non-numeric x values (e.g. 'scratch',
+  'block1') are categories, placed at 0, 1, ... in the order they first appear."""
   rows = [r for r in rows if r.get(x) not in ('', None) and _number(r.get(y)) is not None
           and (not series or r.get(series) not in ('', None))]
   categories = None
   if any(_number(r[x]) is None for r in rows):
-    categories = list(dict.fromkeys(r[x] for r in rows))
+    categories = list(dict.fromkeys(_cell(r[x]) for r in rows))
   lines = {}
   for row in rows:
-    xv = categories.index(row[x]) if categories else _number(row[x])
-    lines.setdefault(row[series] if series else y, []).append((xv, _number(row[y])))
+    xv = categories.index(_cell(row[x])) if categories else _number(row[x])
+    lines.setdefault(_cell(row[series]) if series else y, []).append((xv, _number(row[y]), row))
   return lines, categories
 
 
-def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=None):
-  """One line per value of `series` (or one line), y against x."""
-  lines, categories = lines_of(rows, x, y, series)
+def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=None,
+         interval=None):
+  """One line per value of `series` (or one line), y against x; with `interval` (a metric of
+  summary rows) y is its mean and the error bars its 95% interval."""
+  y_column = f'{interval}_mean' if interval else y
+  lines, categories = lines_of(rows, x, y_column, series)
   if not lines:
-    raise ValueError(f'Nothing to plot: no row has numbers in both {x!r} and {y!r}'
+    raise ValueError(f'Nothing to plot: no row has numbers in both {x!r} and {y_column!r}'
                      + (f' and a {series!r} value' if series else '') +
                      f'. Columns present: {sorted(rows[0]) if rows else "none (no rows)"}.')
   fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
   for label, points in lines.items():
-    points.sort()
-    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=label)
+    points.sort(key=lambda p: p[0])
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if interval:
+      low = [_number(p[2].get(f'{interval}_ci_low')) for p in points]
+      high = [_number(p[2].get(f'{interval}_ci_high')) for p in points]
+      err = [[0 if lo is None else yv - lo for yv, lo in zip(ys, low)],
+             [0 if hi is None else hi - yv for yv, hi in zip(ys, high)]]
+      ax.errorbar(xs, ys, yerr=err, fmt='o-', capsize=3, label=label)
+    else:
+      ax.plot(xs, ys, 'o-', label=label)
   if categories:
     ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=8)
   elif log_x:
@@ -106,7 +192,9 @@ def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=
       ax.set_xticks(values, [f'{v:g}' for v in values])
       ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel(xlabel or x.replace('_', ' '))
-  ax.set_ylabel(y.replace('_', ' ') + (' (test)' if y.startswith('top') else ''))
+  label = (interval or y).replace('_', ' ') + (' (test)' if (interval or y).startswith('top')
+                                                else '')
+  ax.set_ylabel(label + (', mean and 95% interval' if interval else ''))
   ax.set_title(title, fontsize=10)
   ax.grid(True, alpha=0.3, which='both')
   if series or len(lines) > 1:
@@ -122,30 +210,63 @@ def plot_name(title):
   return re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_').lower() or 'results'
 
 
-def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
-  """results.csv, phases.csv, evals.csv, results.md and `<name>.png` in `directory`."""
-  directory = epath.Path(directory)
-  write_csv(directory / 'results.csv', rows, columns)
-  write_csv(directory / 'phases.csv', phase_rows, PHASE_COLUMNS)
-  write_csv(directory / 'evals.csv', eval_rows, EVAL_COLUMNS)
-  text = [f'# {report.get("title") or name}', '', markdown_table(rows, columns)]
+# --- everything a sweep writes -------------------------------------------------------------
+
+def _markdown(name, report, rows, columns, summary, summary_columns, comparisons, phase_rows):
+  y = report.get('y', 'top1')
+  shown = [c for c in summary_columns if c in columns and c not in MEASURED] + ['per_class', 'n']
+  table = [{**{c: s.get(c) for c in shown},
+            **{m: _interval(s, m, 100 if m.startswith('top') else 1)
+               for m in (y, 'examples_seen')}} for s in summary]
+  text = [f'# {report.get("title") or name}', '',
+          f'Mean over the n repeats of each run and its 95% interval (Student\'s t); '
+          f'{y} in %.', '', markdown_table(table, shown + [y, 'examples_seen'])]
+  if comparisons:
+    rows_ = [{**c, 'difference': f'{100 * c["mean"]:+.3g}' if c['y'].startswith('top') else
+              f'{c["mean"]:+.4g}', 'interval': '' if c['ci_low'] is None else
+              f'[{c["ci_low"] * (100 if c["y"].startswith("top") else 1):+.3g}, '
+              f'{c["ci_high"] * (100 if c["y"].startswith("top") else 1):+.3g}]',
+              'verdict': '' if c['significant'] is None else
+              ('significant' if c['significant'] else 'not significant')} for c in comparisons]
+    text += ['', '## Paired differences (a - b, same subsets and seeds; top-1 in points)', '',
+             markdown_table(rows_, ['y', 'a', 'b', 'at', 'n', 'difference', 'interval',
+                                    'p_value', 'verdict'])]
+  text += ['', '## Every repeat', '', markdown_table(rows, columns)]
   if any(r['phase'] != 'phase0' for r in phase_rows):
     text += ['', '## Phases (examples_seen is cumulative within a run)', '',
              markdown_table(phase_rows, PHASE_COLUMNS)]
-  files.write_atomic(directory / 'results.md', '\n'.join(text) + '\n')
-  points = {'phases': phase_rows, 'evals': eval_rows}.get(report.get('points'), rows)
-  source = [{k: _cell(v) for k, v in r.items()} for r in points
-            if r['name'] in report.get('runs', [r['name']])]
+  return '\n'.join(text) + '\n'
+
+
+def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
+  """Every table and the plot of a sweep's finished repeats, in `directory`."""
+  directory = epath.Path(directory)
+  summary, summary_columns = summarise(rows, columns)
+  comparisons = [c for spec in report.get('compare', ()) for c in compare(rows, dict(spec))]
+  write_csv(directory / 'results.csv', rows, columns)
+  write_csv(directory / 'summary.csv', summary, summary_columns)
+  write_csv(directory / 'comparisons.csv', comparisons, COMPARISON_COLUMNS)
+  write_csv(directory / 'phases.csv', phase_rows, PHASE_COLUMNS)
+  write_csv(directory / 'evals.csv', eval_rows, EVAL_COLUMNS)
+  files.write_atomic(directory / 'results.md', _markdown(
+      name, report, rows, columns, summary, summary_columns, comparisons, phase_rows))
+  points = report.get('points', 'runs')
+  source = ({'phases': phase_rows, 'evals': eval_rows}[points] if points != 'runs' else
+            summary)
+  source = [{k: _cell(v) for k, v in r.items()} for r in source
+            if r['name'] in report.get('runs', [r['name']])
+            and (points == 'runs' or r.get('seed_index') == 0)]
   y, series = report.get('y', 'top1'), report.get('series')
-  if lines_of(source, report['x'], y, series)[0]:    # not yet, while only upstream runs are done
+  interval = y if points == 'runs' else None
+  if lines_of(source, report['x'], f'{y}_mean' if interval else y, series)[0]:
     plot(source, directory / f'{name}.png', x=report['x'], y=y, series=series,
          log_x=report.get('log_x', False), title=report.get('title', name),
-         xlabel=report.get('xlabel'))
+         xlabel=report.get('xlabel'), interval=interval)
 
 
 def main():
   parser = argparse.ArgumentParser(description='Plot a column of a sweep results.csv.')
-  parser.add_argument('csv', type=Path)
+  parser.add_argument('csv')
   parser.add_argument('--x', required=True)
   parser.add_argument('--y', default='top1')
   parser.add_argument('--series')
@@ -153,9 +274,12 @@ def main():
   parser.add_argument('--title', default='')
   parser.add_argument('--xlabel')
   args = parser.parse_args()
-  out = args.csv.parent / f'{plot_name(args.title)}.png'
-  plot(read_csv(args.csv), out, x=args.x, y=args.y, series=args.series, log_x=args.log_x,
-       title=args.title, xlabel=args.xlabel)
+  rows = read_csv(args.csv)
+  summary, _ = summarise(rows, list(rows[0]) if rows else [])
+  out = epath.Path(args.csv).parent / f'{plot_name(args.title)}.png'
+  plot([{k: _cell(v) for k, v in r.items()} for r in summary], out, x=args.x, y=args.y,
+       series=args.series, log_x=args.log_x, title=args.title, xlabel=args.xlabel,
+       interval=args.y)
   print(out)
 
 

@@ -1,29 +1,40 @@
-"""Run a grid of trainings one after another and tabulate/plot them: the studies of configs/sweeps.
+"""Run a grid of trainings, each several times, and tabulate/plot them with confidence
+intervals: the studies of configs/sweeps.
 
     python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:mini \
         --workdir=/tmp/dataset_size
+    python -m bit_jax.sweep ... --shard=0/4     # one of 4 jobs (a SLURM array, 4 TPU VMs)
 
 A sweep config's `get_config(arg)` returns a ConfigDict with
 
 * `base`: a full run config (`bit_jax.defaults.base_config()` plus the study's settings);
 * `runs`: a sequence of dicts, each a run `name`, optional `tags` (labels for the tables and
-  the plot, e.g. `{'upstream': 'BiT-M'}`) and overrides of any `base` field, `phases`
-  included. The text `{workdir}` in any string value is the sweep's directory, so a run can
-  start from an earlier run's weights: `init='{workdir}/upstream_small/final.npz'`;
-* `report`: the plot: `x`, `y` (default 'top1'), `series` (a column whose values are the
-  lines), `log_x`, `title`, `xlabel`, `points` (one point per run from results.csv (the
-  default), 'phases': per phase from phases.csv, or 'evals': per evaluation from evals.csv)
-  and `runs`, the names to plot (default all). Non-numeric x values are categories.
+  the plot, e.g. `{'upstream': 'BiT-M'}`), optional `seeds` (this run's repeats) and
+  overrides of any `base` field, `phases` included. The text `{workdir}` in any string value
+  is the sweep's directory, so a run can start from an earlier run's weights:
+  `init='{workdir}/upstream_small/final.npz'`; `{seed}` is the repeat's index;
+* `seeds` (default 1): how often every run is repeated. Repeat k trains with `seed + k`
+  (initialisation, data order, augmentation, MixUp) and `subset_seed + k` (which images a
+  k-shot, fraction or holdout draws), so its k-th repeat of every run shares the subsets and
+  seeds of every other run's k-th: the pairs `report.compare` tests. `hold_subset=True`
+  keeps `subset_seed` (every repeat trains on the same images);
+* `report`: see `bit_jax/report.py` (plot, summary with 95% intervals, comparisons).
 
-Each run trains in `<workdir>/<name>` with `run.run` (all devices, one run at a time). A run
-whose results.json exists is skipped, and an interrupted one resumes where it stopped, so
-rerunning the command finishes a sweep. After every run the tables and the plot are
-rewritten (see `bit_jax/report.py` for their columns).
+Each repeat trains with `run.run` in `<workdir>/<name>/seed<k>` when the sweep names
+`seeds`, or in `<workdir>/<name>` for a run without repeats (no `seeds` in the sweep, or the
+run's own `seeds=1`, e.g. an upstream every repeat starts from). Finished repeats are skipped and interrupted ones resume, so rerunning the
+command finishes a sweep. With `--shard=i/n` a job trains every n-th repeat (in order);
+n jobs share one sweep directory. A repeat another job is training (its workdir lock is
+live) is left to it; one whose inputs (another run's final.npz) are not there yet is waited
+for, or trained here if no job has claimed it. After every repeat the tables and plots are
+rewritten from whatever has finished.
 """
 
 import contextlib
+import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -35,28 +46,48 @@ from etils import epath
 from bit_jax import files, metrics, report, train
 from bit_jax import run as run_lib
 from bit_jax.errors import ConfigError, Stopped, UserError
+from bit_jax.lock import WorkdirInUse, is_claimed
 from bit_jax.preemption import StopRequest
 from bit_jax.run_state import Workdir
 
-PLACEHOLDER = '{workdir}'
+PLACEHOLDER, SEED = '{workdir}', '{seed}'
+RUN_KEYS = ('name', 'tags', 'seeds')       # in a run dict, but not config fields
+WAIT_S = 10.0
 
 
 class SweepConfigError(ConfigError):
   """A sweep config the user must fix; `main` prints it without a traceback."""
 
 
-def _substitute(value, workdir):
+@dataclasses.dataclass(frozen=True)
+class Repeat:
+  """One training of a sweep: run `name` at repeat `seed`, in `directory`."""
+  name: str
+  seed: int
+  directory: epath.Path
+  config: ml_collections.ConfigDict
+  inputs: tuple[epath.Path, ...]      # directories of repeats whose files it reads
+
+
+def _substitute(value, replacements: dict):
   if isinstance(value, str):
-    return value.replace(PLACEHOLDER, str(workdir))
+    for key, new in replacements.items():
+      value = value.replace(key, str(new))
+    return value
   if isinstance(value, (list, tuple)):
-    return type(value)(_substitute(v, workdir) for v in value)
+    return type(value)(_substitute(v, replacements) for v in value)
   if isinstance(value, dict):
-    return {k: _substitute(v, workdir) for k, v in value.items()}
+    return {k: _substitute(v, replacements) for k, v in value.items()}
   return value
 
 
 def _as_dict(value):
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+def _absolute(path) -> epath.Path:
+  """A local path made absolute (runs refer to each other's files by it); others as they are."""
+  return epath.Path(Path(path).resolve() if files.is_local(path) else path)
 
 
 def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
@@ -69,15 +100,17 @@ def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
     if not name or '/' in name or name in seen:
       raise SweepConfigError(f'Run {index} has name {name!r}; every run needs a unique name '
                              f'without "/" (it names its directory).')
-    unknown = sorted(set(run) - fields - {'name', 'tags'})
+    unknown = sorted(set(run) - fields - set(RUN_KEYS))
     if unknown:
       raise SweepConfigError(f'Run {name!r} overrides unknown fields {unknown}; runs may set '
-                             f'any field of `base` (see bit_jax/defaults.py), plus name and '
-                             f'tags.')
-    clashes = sorted(set(run.get('tags', {})) & (fields | {'name'}))
+                             f'any field of `base` (see bit_jax/defaults.py), plus '
+                             f'{", ".join(RUN_KEYS)}.')
+    clashes = sorted(set(run.get('tags', {})) & (fields | {'name', 'seed_index'}))
     if clashes:
       raise SweepConfigError(f'Run {name!r} has tags {clashes} named like config fields; '
                              f'rename them (they become columns beside the overridden fields).')
+    if not isinstance(run.get('seeds', 1), int) or run.get('seeds', 1) < 1:
+      raise SweepConfigError(f'Run {name!r} has seeds={run["seeds"]!r}; expected an int >= 1.')
     text = json.dumps({**sweep.base.to_dict(), **run}, default=str)
     for other in {r.get('name') for r in runs} - seen - {None}:
       if f'{PLACEHOLDER}/{other}/' in text:
@@ -88,19 +121,109 @@ def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
   return runs
 
 
+def repeats(sweep: ml_collections.ConfigDict, workdir) -> list[Repeat]:
+  """Every training of the sweep, in order: each run's repeats, seed 0 first."""
+  workdir = _absolute(workdir)
+  default_seeds, hold_subset = sweep.get('seeds'), sweep.get('hold_subset', False)
+  out = []
+  for run in check_runs(sweep):
+    seeds = run.get('seeds', default_seeds or 1)
+    # A run repeated by the sweep's `seeds` keeps each repeat in seed<k>/, even when that is
+    # one (the layout, and paths such as '{workdir}/up/seed{seed}/...', do not depend on it).
+    per_seed = 'seeds' not in run and default_seeds is not None or seeds > 1
+    for k in range(seeds):
+      config = sweep.base.to_dict()
+      config.update({key: v for key, v in run.items() if key not in RUN_KEYS})
+      config = _substitute(config, {PLACEHOLDER: workdir, SEED: k})
+      config['seed'] += k
+      config['subset_seed'] += 0 if hold_subset else k
+      directory = workdir / run['name'] / f'seed{k}' if per_seed else workdir / run['name']
+      text = json.dumps(config, default=str)
+      inputs = tuple(r.directory for r in out if f'{r.directory}/' in text)
+      out.append(Repeat(run['name'], k, directory, ml_collections.ConfigDict(config), inputs))
+  return out
+
+
 def run_config(sweep, run: dict, workdir) -> ml_collections.ConfigDict:
-  """The train config of one run: `base` with the run's overrides, {workdir} filled in."""
-  config = sweep.base.to_dict()
-  config.update({k: v for k, v in run.items() if k not in ('name', 'tags')})
-  return ml_collections.ConfigDict(_substitute(config, _absolute(workdir)))
+  """The train config of a run's first repeat (see `repeats`)."""
+  return next(r.config for r in repeats(sweep, workdir) if r.name == run['name'])
 
 
-def _absolute(path) -> epath.Path:
-  """A local path made absolute (runs refer to each other's files by it); others as they are."""
-  return epath.Path(Path(path).resolve() if files.is_local(path) else path)
+def _done(directory) -> bool:
+  return Workdir(directory).results.exists()
 
 
-def _eval_rows(name, directory, resolved, results):
+def _wait_for_inputs(repeat: Repeat, everything: dict, stop: StopRequest, train_here) -> None:
+  """Block until every input of `repeat` is finished: train an unclaimed one here, wait for
+  one that another job is training."""
+  for directory in repeat.inputs:
+    announced = False
+    while not _done(directory):
+      if stop.agreed():
+        raise Stopped(f'Stopped on request while waiting for {directory}; rerun to continue.')
+      if not is_claimed(Workdir(directory).lock):
+        train_here(everything[directory])
+        continue
+      if not announced:
+        print(f'  waiting for {directory}, which another job is training', flush=True)
+        announced = True
+      time.sleep(WAIT_S)
+
+
+def run_sweep(sweep: ml_collections.ConfigDict, workdir, name: str = 'results', *,
+              stop: Optional[StopRequest] = None, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+  """Train this shard's unfinished repeats, rewriting the report after each; returns the rows
+  of every finished repeat.
+
+  SIGTERM is honoured at any point: the repeat in progress saves and stops, or the sweep
+  stops before its next one (`errors.Stopped`); rerunning the command continues.
+  """
+  with contextlib.ExitStack() as stack:
+    stop = stop or stack.enter_context(StopRequest())
+    return _run_shard(sweep, epath.Path(workdir), name, stop, shard)
+
+
+def _run_shard(sweep, workdir, name, stop, shard) -> list[dict]:
+  workdir.mkdir(parents=True, exist_ok=True)
+  everything = repeats(sweep, workdir)
+  by_directory = {r.directory: r for r in everything}
+  index, count = shard
+  mine = everything[index::count]
+  tag = f'[shard {index}/{count}] ' if count > 1 else ''
+
+  def write_report():
+    if metrics.is_logging_process():
+      report.write_all(workdir, name, *collect(sweep, workdir), _as_dict(sweep.report))
+
+  def train_here(repeat: Repeat) -> None:
+    if stop.agreed():
+      raise Stopped(f'Stopped on request before {repeat.directory}; rerun the same command '
+                    f'to continue the sweep.')
+    _wait_for_inputs(repeat, by_directory, stop, train_here)
+    position = everything.index(repeat) + 1
+    try:
+      with run_lib.claimed(repeat.directory) as claim:
+        if _done(repeat.directory):     # finished by another job since we looked
+          return
+        print(f'{tag}[{position}/{len(everything)}] {repeat.name} seed {repeat.seed}',
+              flush=True)
+        run_lib.run(repeat.config, repeat.directory, stop=stop, claim=claim)
+    except WorkdirInUse:
+      print(f'{tag}  {repeat.directory} is being trained by another job; left to it',
+            flush=True)
+      return
+    write_report()
+
+  for repeat in mine:
+    if _done(repeat.directory):
+      print(f'{tag}{repeat.name} seed {repeat.seed}: done before, skipped', flush=True)
+      continue
+    train_here(repeat)
+  write_report()     # also when every run was done before: the report follows the config
+  return collect(sweep, workdir)[0]
+
+
+def _eval_rows(base_row, directory, resolved, results):
   """One row per evaluation in metrics.jsonl, placed at the examples processed by then."""
   starts, step0, seen0 = [], 0, 0
   for phase, result in zip(resolved, results['phases']):
@@ -114,28 +237,30 @@ def _eval_rows(name, directory, resolved, results):
   rows = []
   for step, record in sorted(evals.items()):
     first, seen, phase = [s for s in starts if s[0] < step][-1]
-    rows.append({'name': name, 'phase': phase['name'], 'step': step,
+    rows.append({**base_row, 'phase': phase['name'], 'step': step,
                  'examples_seen': seen + (step - first) * phase['batch_size'],
                  'top1': record['test_top1'], 'val_top1': record.get('val_top1')})
   return rows
 
 
-def collect(runs, workdir):
-  """(run rows, columns, phase rows, eval rows) from the run directories with results.json."""
-  workdir = epath.Path(workdir)
+def collect(sweep, workdir):
+  """(rows, columns, phase rows, eval rows) of every finished repeat: one row each."""
+  workdir = _absolute(workdir)
+  runs = check_runs(sweep)
   tags = list(dict.fromkeys(k for r in runs for k in r.get('tags', {})))
-  swept = list(dict.fromkeys(k for r in runs for k in r if k not in ('name', 'tags', 'phases')))
+  swept = list(dict.fromkeys(k for r in runs for k in r if k not in (*RUN_KEYS, 'phases')))
+  overrides = {r['name']: r for r in runs}
   rows, phase_rows, eval_rows = [], [], []
-  for run in runs:
-    directory = Workdir(workdir / run['name'])
+  for repeat in repeats(sweep, workdir):
+    directory = Workdir(repeat.directory)
     if not directory.results.exists():
       continue
     results = files.read_json(directory.results)
     resolved = files.read_json(directory.plan)
-    last = resolved[-1]
-    row = {'name': run['name'], **run.get('tags', {}),
+    last, run = resolved[-1], overrides[repeat.name]
+    row = {'name': repeat.name, 'seed_index': repeat.seed, **run.get('tags', {}),
            **{k: run[k] for k in swept if k in run}}
-    row.update(train_examples=last['num_examples'],
+    row.update(subset_seed=last['subset_seed'], train_examples=last['num_examples'],
                per_class=round(last['num_examples'] / last['num_classes'], 1),
                top1=results['final'].get('test_top1'), top5=results['final'].get('test_top5'),
                steps=results['steps'], examples_seen=results['examples_seen'],
@@ -144,49 +269,27 @@ def collect(runs, workdir):
     rows.append(row)
     for phase, result in zip(resolved, results['phases']):
       phase_rows.append({**{k: phase.get(k) for k in report.PHASE_COLUMNS}, **result,
-                         'name': run['name'], 'phase': phase['name'],
-                         'init': phase['init'].replace(str(_absolute(workdir)), PLACEHOLDER)})
-    eval_rows += _eval_rows(run['name'], directory.root, resolved, results)
-  return rows, ['name', *tags, *swept, *report.MEASURED], phase_rows, eval_rows
-
-
-def run_sweep(sweep: ml_collections.ConfigDict, workdir, name: str = 'results', *,
-              stop: Optional[StopRequest] = None) -> list[dict]:
-  """Train every run not finished yet, rewriting the report after each; returns the rows.
-
-  SIGTERM is honoured at any point: the run in progress saves and stops, or the sweep stops
-  before its next run (`errors.Stopped`); rerunning the command continues.
-  """
-  with contextlib.ExitStack() as stack:
-    stop = stop or stack.enter_context(StopRequest())
-    return _run_all(sweep, epath.Path(workdir), name, stop)
-
-
-def _run_all(sweep, workdir, name, stop) -> list[dict]:
-  workdir.mkdir(parents=True, exist_ok=True)
-  runs = check_runs(sweep)
-  write = metrics.is_logging_process()
-  report_config = _as_dict(sweep.report)
-  for index, run in enumerate(runs):
-    directory = workdir / run['name']
-    if Workdir(directory).results.exists():
-      print(f'[{index + 1}/{len(runs)}] {run["name"]}: done before, skipped', flush=True)
-      continue
-    if stop.agreed():
-      raise Stopped(f'Stopped on request before run {run["name"]}; rerun the same command to '
-                    f'continue the sweep.')
-    print(f'[{index + 1}/{len(runs)}] {run["name"]}', flush=True)
-    run_lib.run(run_config(sweep, run, workdir), directory, stop=stop)
-    if write:
-      report.write_all(workdir, name, *collect(runs, workdir), report_config)
-  tables = collect(runs, workdir)
-  if write:     # also when every run was done before: the report follows the current config
-    report.write_all(workdir, name, *tables, report_config)
-  return tables[0]
+                         'name': repeat.name, 'seed_index': repeat.seed, 'phase': phase['name'],
+                         'init': phase['init'].replace(str(workdir), PLACEHOLDER)})
+    eval_rows += _eval_rows({'name': repeat.name, 'seed_index': repeat.seed},
+                            directory.root, resolved, results)
+  return rows, ['name', 'seed_index', *tags, *swept, *report.MEASURED], phase_rows, eval_rows
 
 
 # train.py defines --config and --workdir (absl flags are process-wide); a sweep reads them too.
 _CONFIG, _WORKDIR = train._CONFIG, train._WORKDIR  # noqa: SLF001
+_SHARD = flags.DEFINE_string('shard', '0/1', 'i/n: train every n-th repeat, from the i-th '
+                             '(0-based), as one of n jobs sharing the sweep directory.')
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  try:
+    index, count = (int(part) for part in text.split('/'))
+  except ValueError:
+    index, count = -1, 0
+  if not 0 <= index < count:
+    raise SweepConfigError(f'--shard={text!r}: expected i/n with 0 <= i < n, e.g. 0/4.')
+  return index, count
 
 
 def main(argv):
@@ -203,11 +306,12 @@ def main(argv):
   train.initialize_distributed()
   name = Path(flags.FLAGS['config'].config_filename.split(':')[0]).stem
   try:
-    rows = run_sweep(_CONFIG.value, _WORKDIR.value, name)
+    rows = run_sweep(_CONFIG.value, _WORKDIR.value, name, shard=parse_shard(_SHARD.value))
   except (UserError, Stopped) as e:
     sys.exit(train.report(e))
   if metrics.is_logging_process():
-    print(f'{len(rows)} runs: {_WORKDIR.value}/results.md, {_WORKDIR.value}/{name}.png')
+    print(f'{len(rows)} runs finished: {_WORKDIR.value}/results.md, '
+          f'{_WORKDIR.value}/{name}.png')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ rule, and counting calls to `run.run`.
 
 import importlib.util
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -80,8 +81,8 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
   # The tables: one row per run, the swept fields and the measured columns.
   table = report.read_csv(tmp_path / 'results.csv')
   assert [r['name'] for r in table] == ['head_only', 'grow', 'again']
-  assert list(table[0]) == ['name', 'kind', 'init', 'head', 'freeze', 'total_steps',
-                            *report.MEASURED]
+  assert list(table[0]) == ['name', 'seed_index', 'kind', 'init', 'head', 'freeze',
+                            'total_steps', *report.MEASURED]
   grow = table[1]
   assert (grow['kind'], grow['steps'], grow['examples_seen']) == ('two phases', '6', '128')
   assert float(grow['compute_epochs']) == pytest.approx(128 / body['num_examples'], rel=1e-3)
@@ -157,7 +158,119 @@ def test_full_scale_study_is_the_miniature_with_other_sizes(path):
   mini, mini_runs = structure('mini')
   full, full_runs = structure('full')
   assert mini_runs == full_runs
-  sized = ('title', 'runs')     # the title names the scale; `runs` lists the sized runs
+  sized = ('title', 'runs', 'compare')   # the title names the scale; the others name runs
   assert ({k: v for k, v in mini.report.items() if k not in sized} ==
           {k: v for k, v in full.report.items() if k not in sized})
+  shape = lambda config: [(c['column'], c.get('by'), c.get('y')) for c in config.report.compare]
+  assert shape(mini) == shape(full) and mini.seeds == full.seeds == 5
   assert full.base.model == 'R50x1' and mini.base.model == 'R14x0.5'
+
+
+# --- repeats, statistics and shards ---------------------------------------------------------
+
+def test_summary_interval_is_students_t():
+  from scipy import stats as scipy_stats
+  from bit_jax import stats
+  values = [0.52, 0.55, 0.49, 0.58, 0.51]
+  got = stats.summary(values)
+  low, high = scipy_stats.t.interval(0.95, 4, loc=np.mean(values),
+                                     scale=scipy_stats.sem(values))
+  assert got['n'] == 5 and got['mean'] == pytest.approx(np.mean(values))
+  assert got['std'] == pytest.approx(np.std(values, ddof=1))
+  assert (got['ci_low'], got['ci_high']) == pytest.approx((low, high))
+  assert stats.summary([0.5])['ci_low'] is None
+
+
+def test_paired_differences_from_a_results_csv_match_a_hand_computation(tmp_path):
+  # Two series at two sizes, three seeds; at size 1 the differences are 2, 3 and 2.5 points.
+  rows = [dict(name=f'{series}_{size}', seed_index=k, upstream=series, per_class=size, top1=v)
+          for series, size, values in [('big', 1, (0.52, 0.63, 0.725)), ('small', 1, (0.5, 0.6, 0.7)),
+                                       ('big', 5, (0.8, 0.7, 0.9)), ('small', 5, (0.8, 0.7, 0.9))]
+          for k, v in enumerate(values)]
+  report.write_csv(tmp_path / 'results.csv', rows, list(rows[0]))
+  read = report.read_csv(tmp_path / 'results.csv')              # as strings, as a user's file
+  at_1, at_5 = report.compare(read, dict(column='upstream', a='big', b='small', by='per_class'))
+  # By hand: differences 0.02, 0.03, 0.025 -> mean 0.025, sd 0.005, n 3; t(0.975, 2) =
+  # 4.302653 from the table; half-width 4.302653 * 0.005 / sqrt(3) = 0.0124207.
+  assert (at_1['at'], at_1['n']) == ('1', 3)
+  assert at_1['mean'] == pytest.approx(0.025) and at_1['std'] == pytest.approx(0.005)
+  assert at_1['ci_low'] == pytest.approx(0.025 - 0.0124207, abs=1e-6)
+  assert at_1['ci_high'] == pytest.approx(0.025 + 0.0124207, abs=1e-6)
+  assert at_1['significant'] and at_1['p_value'] < 0.05          # the interval excludes 0
+  assert at_5['mean'] == 0 and not at_5['significant']             # identical: no difference
+
+
+def test_a_sweep_with_seeds_repeats_every_run_and_reports_intervals(tmp_path):
+  from scipy import stats as scipy_stats
+  import tiny_sweep
+  config = tiny_sweep.get_config()
+  rows = sweep.run_sweep(config, tmp_path, 'tiny')
+  assert sorted((r['name'], r['seed_index']) for r in rows) == [
+      (n, k) for n in ('first', 'second') for k in range(3)]
+  # Repeat k: seed + k and subset_seed + k, so the 20-shot subsets differ between repeats.
+  ids = [json.loads((tmp_path / 'first' / f'seed{k}' / 'phase0_train_ids.json').read_text())
+         for k in range(3)]
+  assert [i['metadata']['seed'] for i in ids] == [0, 1, 2]
+  assert len({tuple(i['ids']) for i in ids}) == 3
+  # Each transfer repeat started from the same repeat of the upstream run.
+  plans = [json.loads((tmp_path / 'second' / f'seed{k}' / 'phases.json').read_text())[0]
+           for k in range(3)]
+  assert [p['init'] for p in plans] == [str(tmp_path.resolve() / 'first' / f'seed{k}' /
+                                            'final.npz') for k in range(3)]
+  summary = {r['name']: r for r in report.read_csv(tmp_path / 'summary.csv')}
+  for name in ('first', 'second'):
+    values = [r['top1'] for r in rows if r['name'] == name]
+    low, high = (scipy_stats.t.interval(0.95, 2, loc=np.mean(values),
+                                        scale=scipy_stats.sem(values))
+                 if np.std(values) else (np.mean(values),) * 2)
+    assert summary[name]['n'] == '3'
+    assert float(summary[name]['top1_ci_low']) == pytest.approx(low, abs=1e-4)
+    assert float(summary[name]['top1_ci_high']) == pytest.approx(high, abs=1e-4)
+  [comparison] = report.read_csv(tmp_path / 'comparisons.csv')
+  assert (comparison['a'], comparison['b'], comparison['n']) == ('transfer', 'scratch', '3')
+  text = (tmp_path / 'results.md').read_text()
+  assert 'Paired differences' in text and '95% interval' in text
+
+
+def test_two_shard_jobs_share_one_sweep_and_train_every_repeat_once(tmp_path):
+  import subprocess
+  import sys
+  from conftest import REPO
+  command = [sys.executable, '-m', 'bit_jax.sweep',
+             f'--config={REPO / "tests" / "configs" / "tiny_sweep.py"}', f'--workdir={tmp_path}']
+  env = {**os.environ, 'PYTHONPATH': str(REPO / 'tests' / 'configs')}
+  jobs = [subprocess.Popen(command + [f'--shard={i}/2'], cwd=REPO, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+  outputs = [job.communicate(timeout=600)[0] for job in jobs]
+  assert [job.returncode for job in jobs] == [0, 0], outputs
+  trained = [line.split('] ', 2)[-1] for out in outputs for line in out.splitlines()
+             if line.startswith('[shard ') and ' seed ' in line and 'skipped' not in line
+             and 'another job' not in line]
+  assert sorted(trained) == sorted(f'{n} seed {k}' for n in ('first', 'second')
+                                   for k in range(3)), outputs        # each exactly once
+  assert not any('Resuming' in out for out in outputs)
+  assert len(report.read_csv(tmp_path / 'results.csv')) == 6        # the report merges all
+
+
+def test_every_miniature_starts_its_target_runs_from_a_zero_head(tmp_path, shared_tfds):
+  """The published miniature numbers were once made with the upstream's classifier carried
+  into the target runs; each study's target phases must start from a fresh zero head."""
+  from bit_jax import plan, weights
+  model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=5)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  params['head']['kernel'] = params['head']['kernel'] + 1.0      # a trained 5-class head
+  for path in STUDIES:
+    workdir = tmp_path / path.stem
+    everything = sweep.repeats(load_study(path).get_config('mini'), workdir)
+    from_upstream = [r for r in everything if str(workdir) in r.config.init]
+    assert from_upstream, path.stem
+    assert not any(r.config.get('head') == 'keep' for r in from_upstream)
+    repeat = from_upstream[0]
+    os.makedirs(os.path.dirname(repeat.config.init), exist_ok=True)
+    pretrained.save_npz(repeat.config.init, params)                # the upstream's final.npz
+    first = plan.resolve(repeat.config).phases[0]
+    assert first.settings.head == 'reset', path.stem
+    start = weights.initial_params(first, None)
+    np.testing.assert_array_equal(start['head']['kernel'], 0)
+    np.testing.assert_array_equal(start['block1']['unit01']['conv1']['kernel'],
+                                  params['block1']['unit01']['conv1']['kernel'])

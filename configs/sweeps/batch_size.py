@@ -27,6 +27,7 @@ from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 HEAD_ONLY = '^(?!head/)'      # every parameter but the head's
+SEEDS = 5                     # repeats of every target run (subset draw + training)
 
 SCALES = {
     'full': dict(base=dict(model='R50x1', init='BiT-M-R50x1', checkpoint_every=1000),
@@ -54,9 +55,12 @@ def get_config(arg='full'):
         eval_every=steps_per_epoch, **scale['target'],
         phases=(dict(name='head', freeze=HEAD_ONLY, epochs=head_epochs),
                 dict(name='all', freeze='', epochs=all_epochs))))
+  # Each batch size minus the smallest: accuracy, and passes over the data until it stopped.
+  compare = tuple(dict(column='batch_size', a=batch, b=scale['batches'][0],
+                       y=('top1', 'compute_epochs')) for batch in scale['batches'][1:])
   return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs),
-      report=dict(x='batch_size', log_x=True, y='top1',
+      base=base, runs=tuple(runs), seeds=SEEDS,
+      report=dict(x='batch_size', log_x=True, y='top1', compare=compare,
                   runs=tuple(r['name'] for r in runs if r['name'].startswith('batch')),
                   xlabel='batch size (lr = base_lr * batch / 512)',
                   title=f'Fine-tuning: head, then all, vs. batch size ({arg})')))

@@ -22,6 +22,7 @@ import ml_collections
 from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
+SEEDS = 5                              # repeats of every target run (subset draw + training)
 # (run name prefix, tag: what is frozen, start from the upstream?, freeze regex)
 FROZEN = [('scratch', 'scratch', False, ''), ('tune_all', 'none', True, '')] + [
     (f'freeze{l}', 'root+1' if l == 1 else f'root+1-{l}', True,
@@ -48,8 +49,11 @@ def get_config(arg='full'):
       runs.append(dict(name=f'{prefix}_{shots}', shots=shots, freeze=freeze,
                        init=scale['upstream'] if pretrained else 'scratch',
                        tags={'frozen': tag}, **scale['target']))
+  # Each choice minus fine-tuning everything, at every target size.
+  compare = tuple(dict(column='frozen', a=tag, b='none', by='per_class')
+                  for _, tag, _, _ in FROZEN if tag != 'none')
   return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs),
-      report=dict(x='frozen', series='per_class', y='top1',
+      base=base, runs=tuple(runs), seeds=SEEDS,
+      report=dict(x='frozen', series='per_class', y='top1', compare=compare,
                   xlabel='frozen during fine-tuning (root block + stages)',
                   title=f'Frozen stages vs. images per class ({arg})')))

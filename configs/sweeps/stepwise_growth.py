@@ -33,6 +33,7 @@ SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfd
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 NAMES = ('A', 'B', 'C', 'D', 'O')
 MULTIPLES = (1, 2, 3, 4, 1)          # batch of each phase in units of b
+SEEDS = 5                            # repeats of both runs (subset draw + training)
 
 
 def prasad_learning_rate(lam: float, base_batch: int, multiple: int, outer: bool) -> float:
@@ -72,8 +73,10 @@ def get_config(arg='full'):
   runs.append(dict(name='baseline', batch_size=b, lr=lam / b,
                    epochs=scale['phase_epochs'] * sum(FRACTIONS), **scale['target']))
   return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs),
+      base=base, runs=tuple(runs), seeds=SEEDS,
       report=dict(x='examples_seen', y='top1', series='name', points='evals',
+                  compare=(dict(column='name', a='stepwise', b='baseline',
+                                y=('top1', 'examples_seen')),),
                   xlabel='examples processed (stepwise: A, B, C, D, then O)',
                   runs=('stepwise', 'baseline'),
                   title=f'Stepwise growth A..O vs. one run on O ({arg})')))
