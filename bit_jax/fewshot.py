@@ -127,10 +127,42 @@ def define_flags():
   flags.DEFINE_float('l2', L2, 'Ridge penalty.')
   flags.DEFINE_string('train_split', 'train', 'Split the probe is fitted on.')
   flags.DEFINE_string('eval_split', 'test', 'Split the probe is tested on.')
+  flags.DEFINE_string('features', None, 'Instead of --model and --dataset: features written by '
+                      '`bit_jax.predict --features`, to fit the probe on.')
+  flags.DEFINE_string('test_features', None, 'With --features: the features to test it on.')
+
+
+def accuracies_of_features(train_file, test_file, shots, seed=0, l2=L2) -> dict[int, float]:
+  """{k: test top-1} of the probe fitted on k examples per class of saved features (the .npz
+  files `bit_jax.predict --features` writes; examples without a label are left out)."""
+  (train_x, train_y), (test_x, test_y) = (
+      (data['features'].reshape(len(data['features']), -1).astype(np.float64), data['labels'])
+      for data in (np.load(train_file), np.load(test_file)))
+  known, test_known = train_y >= 0, test_y >= 0
+  train_x, train_y, test_x, test_y = (train_x[known], train_y[known], test_x[test_known],
+                                      test_y[test_known])
+  num_classes = int(max(train_y.max(), test_y.max())) + 1
+  result = {}
+  for k in sorted(shots):
+    rows = subsets.per_class(train_y, k, seed)
+    fit = fit_ridge(train_x[rows], train_y[rows], num_classes, l2)
+    result[k] = float(np.mean(predict(fit, test_x) == test_y))
+  return result
 
 
 def main(argv):
   del argv
+  shots = [int(k) for k in FLAGS.shots]
+  if FLAGS.features:
+    if not FLAGS.test_features:
+      raise app.UsageError('--features needs --test_features (the features to test on).')
+    accuracies = accuracies_of_features(FLAGS.features, FLAGS.test_features, shots,
+                                        FLAGS.seed, FLAGS.l2)
+    print(f'{FLAGS.features} -> {FLAGS.test_features} (l2 {FLAGS.l2:g}, seed {FLAGS.seed}):')
+    print(f'{"shots":>6} {"top-1":>7}')
+    for k in shots:
+      print(f'{k:>6} {accuracies[k]:>7.4f}')
+    return
   if not FLAGS.model:
     raise app.UsageError('--model is required: a published BiT name or a .npz path.')
   logging.set_verbosity(logging.WARNING)    # TFDS logs every dataset it opens at INFO
@@ -149,7 +181,6 @@ def main(argv):
   except (FileNotFoundError, pretrained.CheckpointMismatchError, RuntimeError) as e:
     print(f'ERROR: cannot load --model={FLAGS.model}: {e}', file=sys.stderr)
     sys.exit(1)
-  shots = [int(k) for k in FLAGS.shots]
   accuracies = fewshot_accuracies(model, params, train_source, test_source, shots, crop,
                                   FLAGS.seed, l2=FLAGS.l2)
   print(f'{FLAGS.model} on {FLAGS.dataset} ({train_source.num_classes} classes, {crop} px, '
