@@ -3,14 +3,20 @@
 import os
 import pathlib
 import sys
+import tempfile
 
 # Must be set before jax initialises its backend; single-device code is unaffected.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# Many tests train the same tiny model: a compilation cache shared by the session (and the
+# command lines it starts, which inherit the environment) compiles each program once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='bit_jax_jit_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'tools'))   # timm_oracle, benchmark_steps: tools, not the package
+sys.path.insert(0, str(REPO / 'tests' / 'configs'))   # tiny.py, tiny_sweep.py
 TEST_DATA = REPO / 'tests' / 'data'
 SHARED_TFDS = REPO.parent / 'shared' / 'data' / 'tfds'
 

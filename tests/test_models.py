@@ -71,9 +71,10 @@ def test_group_norm_matches_numpy_two_pass():
 def test_root_max_pool_pads_with_zeros_not_minus_infinity():
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=None)
   x = jax.random.uniform(jax.random.PRNGKey(1), (1, 32, 32, 3), minval=-1, maxval=1)
-  params = model.init(jax.random.PRNGKey(0), x)['params']
-  _, out = model.apply({'params': params}, x, return_intermediates=True)
-  conv = models.StdConv(32, 7, 2, pad=3).apply({'params': params['root_block']}, x)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
+  _, out = jax.jit(model.apply, static_argnames='return_intermediates')(
+      {'params': params}, x, return_intermediates=True)
+  conv = jax.jit(models.StdConv(32, 7, 2, pad=3).apply)({'params': params['root_block']}, x)
 
   def reference_pool(pad_value):
     padded = np.pad(np.asarray(conv), ((0, 0), (1, 1), (1, 1), (0, 0)),
@@ -89,26 +90,27 @@ def test_root_max_pool_pads_with_zeros_not_minus_infinity():
 def test_intermediates_and_features():
   model = models.create_model('R26x1', num_classes=7)
   x = jnp.zeros((2, 64, 64, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
-  logits, out = model.apply({'params': params}, x, return_intermediates=True)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
+  logits, out = jax.jit(model.apply, static_argnames='return_intermediates')(
+      {'params': params}, x, return_intermediates=True)
   assert {k: v.shape for k, v in out.items()} == {
       'stem': (2, 16, 16, 64), 'stage1': (2, 16, 16, 256), 'stage2': (2, 8, 8, 512),
       'stage3': (2, 4, 4, 1024), 'stage4': (2, 2, 2, 2048), 'pre_logits': (2, 2048),
       'logits': (2, 7)}
   np.testing.assert_array_equal(logits, 0.0)          # zero-initialised head
   features = models.create_model('R26x1', num_classes=None)
-  assert features.apply({'params': {k: v for k, v in params.items() if k != 'head'}},
-                        x).shape == (2, 2048)
+  assert jax.eval_shape(features.apply, {'params': {k: v for k, v in params.items()
+                                                   if k != 'head'}}, x).shape == (2, 2048)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
   f32 = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=None)
   bf16 = f32.clone(dtype=jnp.bfloat16)
-  params = f32.init(jax.random.PRNGKey(0), x)['params']
+  params = jax.jit(f32.init)(jax.random.PRNGKey(0), x)['params']
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(
-      bf16.init(jax.random.PRNGKey(0), x)))
-  a, b = f32.apply({'params': params}, x), bf16.apply({'params': params}, x)
+      jax.eval_shape(bf16.init, jax.random.PRNGKey(0), x)))
+  a, b = jax.jit(f32.apply)({'params': params}, x), jax.jit(bf16.apply)({'params': params}, x)
   assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
 
 
