@@ -14,7 +14,6 @@ the first save of even a small model on CPU.)
 
 import errno
 import shutil
-from typing import Optional
 
 import jax
 import numpy as np
@@ -34,18 +33,21 @@ class Checkpoints:
     # may still be reading zero-copy views of them when the next step overwrites them.
     self.directory = epath.Path(directory)
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False),
-        item_names=('state', 'progress'))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False
+      ),
+      item_names=('state', 'progress'),
+    )
     self._last = self.manager.latest_step()
 
-  def latest(self) -> Optional[tuple[int, RunState]]:
+  def latest(self) -> tuple[int, RunState] | None:
     """(number, run state) of the newest checkpoint, or None."""
     if self._last is None:
       return None
-    record = self.manager.restore(self._last, args=ocp.args.Composite(
-        progress=ocp.args.JsonRestore()))['progress']
+    record = self.manager.restore(
+      self._last, args=ocp.args.Composite(progress=ocp.args.JsonRestore())
+    )['progress']
     return self._last, RunState.from_json(record)
 
   def save(self, train_state, run_state: RunState) -> int:
@@ -54,16 +56,25 @@ class Checkpoints:
     state = jax.device_get(train_state)
     try:
       self._check_space(state)
-      self.manager.save(number, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          progress=ocp.args.JsonSave(run_state.to_json())), force=True)
+      self.manager.save(
+        number,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(run_state.to_json())
+        ),
+        force=True,
+      )
     except (OSError, ValueError) as e:
-      good = ('no checkpoint was saved before' if self._last is None else
-              f'checkpoint {self._last} (step {self.latest()[1].global_step}) is intact and a '
-              f'rerun resumes from it')
-      raise RunError(f'Could not save checkpoint {number} in {self.directory} '
-                     f'({type(e).__name__}: {e}); {good}. Free space or fix the directory, '
-                     f'then rerun.') from e
+      good = (
+        'no checkpoint was saved before'
+        if self._last is None
+        else f'checkpoint {self._last} (step {self.latest()[1].global_step}) is intact and a '
+        f'rerun resumes from it'
+      )
+      raise RunError(
+        f'Could not save checkpoint {number} in {self.directory} '
+        f'({type(e).__name__}: {e}); {good}. Free space or fix the directory, '
+        f'then rerun.'
+      ) from e
     self._last = number
     return number
 
@@ -75,15 +86,19 @@ class Checkpoints:
     needed = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) + (1 << 20)
     free = shutil.disk_usage(self.directory).free
     if free < needed:
-      raise OSError(errno.ENOSPC, f'No space left on device: the checkpoint needs '
-                                  f'{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free')
+      raise OSError(
+        errno.ENOSPC,
+        f'No space left on device: the checkpoint needs '
+        f'{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free',
+      )
 
   def restore(self, number: int, state_shapes):
     """The train state saved as `number`, as numpy arrays shaped like `state_shapes` (a tree
     of `jax.ShapeDtypeStruct`)."""
     target = jax.tree.map(lambda s: np.empty(s.shape, s.dtype), state_shapes)
-    return self.manager.restore(number, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))['state']
+    return self.manager.restore(
+      number, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    )['state']
 
   def close(self) -> None:
     self.manager.wait_until_finished()

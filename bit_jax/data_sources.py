@@ -35,11 +35,11 @@ from etils import epath
 
 # JAX owns the accelerators; a TF that also initialised them would take their memory.
 try:
-  tf.config.set_visible_devices([], "GPU")
+  tf.config.set_visible_devices([], 'GPU')
 except (RuntimeError, ValueError):  # TF already initialised its devices; nothing to do
   pass
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 
 def decode_encoded_image(encoded: tf.Tensor) -> tf.Tensor:
@@ -70,30 +70,30 @@ class DataSource:
   def records(self) -> tf.data.Dataset:
     """``{'image': uint8 [H, W, 3], 'label': int32, 'id': int64}`` in id order."""
     return self.undecoded_records().map(
-      lambda record: {**record, "image": self.decode_image(record["image"])},
+      lambda record: {**record, 'image': self.decode_image(record['image'])},
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
 
 
 def _labels_of(records: tf.data.Dataset, name: str) -> np.ndarray:
-  if records.element_spec["label"].shape.rank != 0:
+  if records.element_spec['label'].shape.rank != 0:
     raise ValueError(
-      f"Expected one class per example in {name} to list its labels; its examples have "
-      "several. Subsets, holdouts and class filters need one label per example: train "
-      "on the whole split."
+      f'Expected one class per example in {name} to list its labels; its examples have '
+      'several. Subsets, holdouts and class filters need one label per example: train '
+      'on the whole split.'
     )
-  batches = records.map(lambda record: record["label"]).batch(8192)
+  batches = records.map(lambda record: record['label']).batch(8192)
   labels = np.concatenate([np.zeros([0], np.int32), *batches.as_numpy_iterator()])
   labels.flags.writeable = False  # cached and shared by every caller
   return labels
 
 
-OUR_DATASETS = ("sklearn_digits", "folder:<root>")
-TFDS_CATALOG = "https://www.tensorflow.org/datasets/catalog/overview"
+OUR_DATASETS = ('sklearn_digits', 'folder:<root>')
+TFDS_CATALOG = 'https://www.tensorflow.org/datasets/catalog/overview'
 # Where TFDS downloads from when a dataset is not prepared; checked before a download so an
 # offline machine fails in seconds instead of retrying for minutes.
-DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+DOWNLOAD_HOST = ('storage.googleapis.com', 443)
 
 
 def _reachable(host: tuple[str, int], timeout: float = 5.0) -> bool:
@@ -108,12 +108,12 @@ def _tfds_builder(name: str, data_dir):
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    base = name.split(":")[0].split("/")[0]
+    base = name.split(':')[0].split('/')[0]
     close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
-    hint = f" (close: {', '.join(close)})" if close else ""
+    hint = f' (close: {", ".join(close)})' if close else ''
     raise ValueError(
-      f"Unknown dataset {name!r}: neither ours ({', '.join(OUR_DATASETS)}) nor a TFDS "
-      f"name{hint}. TFDS names: {TFDS_CATALOG} or tfds.list_builders()."
+      f'Unknown dataset {name!r}: neither ours ({", ".join(OUR_DATASETS)}) nor a TFDS '
+      f'name{hint}. TFDS names: {TFDS_CATALOG} or tfds.list_builders().'
     ) from None
 
 
@@ -126,8 +126,8 @@ def _label_feature(builder, label_key: str) -> tuple[int, tuple[str, ...], bool]
     feature = feature.feature
   if not isinstance(feature, tfds.features.ClassLabel):
     raise ValueError(
-      f"Expected {builder.name!r} to have a ClassLabel feature {label_key!r} (or a "
-      f"Sequence of them); its features are {sorted(features)}. Set label_key."
+      f'Expected {builder.name!r} to have a ClassLabel feature {label_key!r} (or a '
+      f'Sequence of them); its features are {sorted(features)}. Set label_key.'
     )
   return feature.num_classes, tuple(feature.names), multi_label
 
@@ -138,7 +138,7 @@ def tfds_source(
   *,
   data_dir: str | os.PathLike | None = None,
   download: bool = True,
-  label_key: str = "label",
+  label_key: str = 'label',
 ) -> DataSource:
   """A TFDS split such as ``'train'``, ``'train[:98%]'`` or ``'test'``.
 
@@ -150,10 +150,10 @@ def tfds_source(
   if download and not builder.is_prepared():
     if not _reachable(DOWNLOAD_HOST):
       raise FileNotFoundError(
-        f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} and the "
-        f"download host {DOWNLOAD_HOST[0]} cannot be reached. Prepare it on a machine "
-        f"with network access (tfds.builder({name!r}).download_and_prepare()) and point "
-        "data_dir at the folder that holds it."
+        f'TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} and the '
+        f'download host {DOWNLOAD_HOST[0]} cannot be reached. Prepare it on a machine '
+        f'with network access (tfds.builder({name!r}).download_and_prepare()) and point '
+        'data_dir at the folder that holds it.'
       )
     builder.download_and_prepare()
   num_classes, class_names, multi_label = _label_feature(builder, label_key)
@@ -163,19 +163,19 @@ def tfds_source(
       examples = builder.as_dataset(
         split=split,
         shuffle_files=False,
-        decoders={"image": tfds.decode.SkipDecoding()},
+        decoders={'image': tfds.decode.SkipDecoding()},
       )
     except AssertionError as missing:  # how TFDS says "not prepared"
       raise FileNotFoundError(
-        f"Expected prepared TFDS data for {name!r} under data_dir={data_dir!r}; "
-        "found none. Pass download=True, or point data_dir at the folder that "
-        f"holds {name}/<version>/."
+        f'Expected prepared TFDS data for {name!r} under data_dir={data_dir!r}; '
+        'found none. Pass download=True, or point data_dir at the folder that '
+        f'holds {name}/<version>/.'
       ) from missing
     return examples.enumerate().map(
       lambda position, example: {
-        "image": example["image"],
-        "label": tf.cast(example[label_key], tf.int32),
-        "id": position,
+        'image': example['image'],
+        'label': tf.cast(example[label_key], tf.int32),
+        'id': position,
       }
     )
 
@@ -183,7 +183,7 @@ def tfds_source(
   num_examples = int(records.cardinality())
   if num_examples < 0:  # unknown or infinite: count once
     num_examples = int(records.reduce(0, lambda count, _: count + 1))
-  source_name = f"tfds:{name}/{split}"
+  source_name = f'tfds:{name}/{split}'
   return DataSource(
     name=source_name,
     num_examples=num_examples,
@@ -247,8 +247,8 @@ def image_folder_source(
   if not split_dir.is_dir():
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     raise FileNotFoundError(
-      f"Expected a folder {split_dir} holding one folder per class; found the "
-      f"splits {found} under {root}. Check root and split."
+      f'Expected a folder {split_dir} holding one folder per class; found the '
+      f'splits {found} under {root}. Check root and split.'
     )
   class_names = sorted(
     {c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir()}
@@ -256,8 +256,10 @@ def image_folder_source(
   loose = [p.name for p in split_dir.iterdir() if not p.is_dir()]
   if loose:
     logging.warning(
-      "Left out %d files in %s that are not in a class folder, e.g. %s",
-      len(loose), split_dir, loose[0],
+      'Left out %d files in %s that are not in a class folder, e.g. %s',
+      len(loose),
+      split_dir,
+      loose[0],
     )
   paths, labels, empty = [], [], []
   for label, class_name in enumerate(class_names):
@@ -271,28 +273,25 @@ def image_folder_source(
     labels += [label] * len(images)
   if empty:
     raise ValueError(
-      f"Expected {'/'.join(IMAGE_SUFFIXES)} images in every class folder of {split_dir}; "
-      f"{', '.join(empty)} hold none. Add images or remove the folders (an empty folder "
-      "would be a class that is never trained or tested)."
+      f'Expected {"/".join(IMAGE_SUFFIXES)} images in every class folder of {split_dir}; '
+      f'{", ".join(empty)} hold none. Add images or remove the folders (an empty folder '
+      'would be a class that is never trained or tested).'
     )
   if not paths:
     raise FileNotFoundError(
-      f"Expected {'/'.join(IMAGE_SUFFIXES)} files in class folders under "
-      f"{split_dir}; found none."
+      f'Expected {"/".join(IMAGE_SUFFIXES)} files in class folders under {split_dir}; found none.'
     )
 
   bad = undecodable(paths)
   skipped = tuple(paths[i] for i in bad)
   if skipped and not skip_corrupt:
     raise ValueError(
-      f"Expected decodable JPEG/PNG images; {len(skipped)} in {split_dir} cannot be "
-      f"read, e.g. {skipped[0]}. Fix or remove them, or set skip_corrupt=True "
-      "(--config.skip_corrupt=True) to leave them out."
+      f'Expected decodable JPEG/PNG images; {len(skipped)} in {split_dir} cannot be '
+      f'read, e.g. {skipped[0]}. Fix or remove them, or set skip_corrupt=True '
+      '(--config.skip_corrupt=True) to leave them out.'
     )
   if skipped:
-    logging.warning(
-      "Skipped %d unreadable images in %s: %s", len(skipped), split_dir, skipped
-    )
+    logging.warning('Skipped %d unreadable images in %s: %s', len(skipped), split_dir, skipped)
   keep = np.ones(len(paths), bool)
   keep[bad] = False
   paths = np.asarray(paths)[keep]
@@ -300,14 +299,14 @@ def image_folder_source(
 
   def undecoded_records() -> tf.data.Dataset:
     listing = tf.data.Dataset.from_tensor_slices(
-      {"path": paths, "label": labels, "id": np.arange(len(paths), dtype=np.int64)}
+      {'path': paths, 'label': labels, 'id': np.arange(len(paths), dtype=np.int64)}
     )
     return listing.map(
-      lambda f: {"image": tf.io.read_file(f["path"]), "label": f["label"], "id": f["id"]}
+      lambda f: {'image': tf.io.read_file(f['path']), 'label': f['label'], 'id': f['id']}
     )
 
   return DataSource(
-    name=f"folder:{split_dir}",
+    name=f'folder:{split_dir}',
     num_examples=len(paths),
     num_classes=len(class_names),
     undecoded_records=undecoded_records,
@@ -320,8 +319,12 @@ def image_folder_source(
 
 
 def array_source(
-  images: np.ndarray, labels: np.ndarray, *, num_classes: int | None = None,
-  name: str = "arrays", class_names: Sequence[str] | None = None,
+  images: np.ndarray,
+  labels: np.ndarray,
+  *,
+  num_classes: int | None = None,
+  name: str = 'arrays',
+  class_names: Sequence[str] | None = None,
 ) -> DataSource:
   """In-memory images, uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4, and labels [N].
 
@@ -331,23 +334,25 @@ def array_source(
   if num_classes is None and class_names is not None:
     num_classes = len(class_names)
   images, labels = np.asarray(images), np.asarray(labels)
-  if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
-    images.ndim == 4 and images.shape[-1] not in (1, 3, 4)
+  if (
+    images.dtype != np.uint8
+    or images.ndim not in (3, 4)
+    or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4))
   ):
     raise ValueError(
-      "Expected images as uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4; found "
-      f"{images.dtype} {images.shape}. Scale floats in [0, 1] with "
-      "(x * 255).round().astype(np.uint8)."
+      'Expected images as uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4; found '
+      f'{images.dtype} {images.shape}. Scale floats in [0, 1] with '
+      '(x * 255).round().astype(np.uint8).'
     )
   if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(
-      f"Expected integer labels of shape {images.shape[:1]} (one per image); found "
-      f"{labels.dtype} {labels.shape}."
+      f'Expected integer labels of shape {images.shape[:1]} (one per image); found '
+      f'{labels.dtype} {labels.shape}.'
     )
   num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(
-      f"Expected labels in [0, {num_classes}); found {labels.min()}..{labels.max()}."
+      f'Expected labels in [0, {num_classes}); found {labels.min()}..{labels.max()}.'
     )
   if images.ndim == 3:
     images = images[..., None]
@@ -355,7 +360,7 @@ def array_source(
 
   def undecoded_records() -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(
-      {"image": images, "label": labels, "id": np.arange(len(labels), dtype=np.int64)}
+      {'image': images, 'label': labels, 'id': np.arange(len(labels), dtype=np.int64)}
     )
 
   def decode_image(image: tf.Tensor) -> tf.Tensor:
@@ -384,19 +389,20 @@ def digits_source(split: str) -> DataSource:
   digits = load_digits()
   n = len(digits.target)
   order = np.random.default_rng(0).permutation(n)  # random, so slices are random too
-  parts = {"test": order[: n // 5], "train": order[n // 5 :]}
-  match = re.fullmatch(r"(train|test)(?:\[(\d*)%?:(\d*)%?\])?", split)
+  parts = {'test': order[: n // 5], 'train': order[n // 5 :]}
+  match = re.fullmatch(r'(train|test)(?:\[(\d*)%?:(\d*)%?\])?', split)
   if not match:
     raise ValueError(
-      f"sklearn_digits has splits 'train' and 'test' (sliceable as 'train[:60%]'), "
-      f"not {split!r}."
+      f"sklearn_digits has splits 'train' and 'test' (sliceable as 'train[:60%]'), not {split!r}."
     )
   ids = parts[match.group(1)]
   start, stop = (int(p) * len(ids) // 100 if p else None for p in match.group(2, 3))
   keep = np.sort(ids[slice(start, stop)])
   images = np.round(digits.images[keep] * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
   return array_source(
-    images, digits.target[keep], name=f"sklearn_digits/{split}",
+    images,
+    digits.target[keep],
+    name=f'sklearn_digits/{split}',
     class_names=[str(d) for d in range(10)],
   )
 
@@ -409,7 +415,7 @@ def restrict_classes(source: DataSource, classes: Sequence[int]) -> DataSource:
   unknown = sorted(set(classes) - set(range(source.num_classes)))
   if unknown:
     raise ValueError(
-      f"classes {unknown} are not in {source.name} (labels 0..{source.num_classes - 1})."
+      f'classes {unknown} are not in {source.name} (labels 0..{source.num_classes - 1}).'
     )
   lookup = np.full(source.num_classes, -1, np.int32)
   lookup[classes] = np.arange(len(classes), dtype=np.int32)
@@ -418,15 +424,13 @@ def restrict_classes(source: DataSource, classes: Sequence[int]) -> DataSource:
   table = tf.constant(lookup)
 
   def undecoded_records():
-    kept = source.undecoded_records().filter(lambda r: tf.gather(table, r["label"]) >= 0)
-    return kept.enumerate().map(
-      lambda i, r: {**r, "id": i, "label": tf.gather(table, r["label"])}
-    )
+    kept = source.undecoded_records().filter(lambda r: tf.gather(table, r['label']) >= 0)
+    return kept.enumerate().map(lambda i, r: {**r, 'id': i, 'label': tf.gather(table, r['label'])})
 
   names = source.class_names
   return dataclasses.replace(
     source,
-    name=f"{source.name}[classes={','.join(map(str, classes))}]",
+    name=f'{source.name}[classes={",".join(map(str, classes))}]',
     num_examples=len(new_labels),
     num_classes=len(classes),
     undecoded_records=undecoded_records,
@@ -438,12 +442,12 @@ def restrict_classes(source: DataSource, classes: Sequence[int]) -> DataSource:
 
 # Datasets whose 'test' split has no labels (TFDS marks them -1): evaluate on 'validation',
 # as the official BiT code does for ImageNet.
-VALIDATION_EVAL = ("imagenet2012", "imagenet2012_subset", "imagenet2012_real")
+VALIDATION_EVAL = ('imagenet2012', 'imagenet2012_subset', 'imagenet2012_real')
 
 
 def default_eval_split(dataset: str) -> str:
-  base = dataset.split(":")[0].split("/")[0]
-  return "validation" if base in VALIDATION_EVAL else "test"
+  base = dataset.split(':')[0].split('/')[0]
+  return 'validation' if base in VALIDATION_EVAL else 'test'
 
 
 def get_source(
@@ -452,16 +456,14 @@ def get_source(
   *,
   data_dir: str | None = None,
   classes: Sequence[int] | None = None,
-  label_key: str = "label",
+  label_key: str = 'label',
   skip_corrupt: bool = False,
 ) -> DataSource:
   """The `DataSource` of a config's dataset name and split (see the module docstring)."""
-  if dataset == "sklearn_digits":
+  if dataset == 'sklearn_digits':
     source = digits_source(split)
-  elif dataset.startswith("folder:"):
-    source = image_folder_source(
-      dataset.removeprefix("folder:"), split, skip_corrupt=skip_corrupt
-    )
+  elif dataset.startswith('folder:'):
+    source = image_folder_source(dataset.removeprefix('folder:'), split, skip_corrupt=skip_corrupt)
   else:
     source = tfds_source(dataset, split, data_dir=data_dir, label_key=label_key)
   return restrict_classes(source, classes) if classes else source

@@ -13,68 +13,68 @@ from ml_collections import config_dict
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # The model and the weights it starts from.
-  c.model = 'BiT-M-R50x1'     # published name or R<depth>x<width> (used when init='scratch')
-  c.init = 'BiT-M-R50x1'      # first phase: published name, official .npz path, or 'scratch'
+  c.model = 'BiT-M-R50x1'  # published name or R<depth>x<width> (used when init='scratch')
+  c.init = 'BiT-M-R50x1'  # first phase: published name, official .npz path, or 'scratch'
   # The head of a phase that starts from other weights: 'reset' (a fresh zero head, as BiT
   # fine-tuning does) or 'keep'. None: 'reset' from a checkpoint or for a new task (another
   # dataset, split, classes or label_key), 'keep' when continuing the same task.
   c.head = config_dict.placeholder(str)
-  c.dtype = 'float32'         # activations; 'bfloat16' on TPU/GPU (parameters stay float32)
-  c.ops = 'auto'              # 'custom' (hand-written gradients) | 'plain' | 'auto' (see ops.py)
+  c.dtype = 'float32'  # activations; 'bfloat16' on TPU/GPU (parameters stay float32)
+  c.ops = 'auto'  # 'custom' (hand-written gradients) | 'plain' | 'auto' (see ops.py)
 
   # Data.
-  c.dataset = 'cifar10'       # TFDS name, 'sklearn_digits' or 'folder:<root>'
-  c.data_dir = config_dict.placeholder(str)          # TFDS data_dir
+  c.dataset = 'cifar10'  # TFDS name, 'sklearn_digits' or 'folder:<root>'
+  c.data_dir = config_dict.placeholder(str)  # TFDS data_dir
   c.train_split = 'train'
-  c.label_key = 'label'       # TFDS feature with the labels ('labels' for multi-label data)
-  c.eval_split = config_dict.placeholder(str)        # None: 'validation' for ImageNet, else 'test'
-  c.skip_corrupt = False      # image folders: leave out (and list) unreadable images
-  c.classes = config_dict.placeholder(tuple)         # keep these classes only, relabelled 0..
-  c.num_classes = config_dict.placeholder(int)       # None: from the dataset
-  c.shots = config_dict.placeholder(int)             # k examples per class (nested in k' > k)
-  c.fraction = config_dict.placeholder(float)        # stratified fraction (20% inside 40% ...)
+  c.label_key = 'label'  # TFDS feature with the labels ('labels' for multi-label data)
+  c.eval_split = config_dict.placeholder(str)  # None: 'validation' for ImageNet, else 'test'
+  c.skip_corrupt = False  # image folders: leave out (and list) unreadable images
+  c.classes = config_dict.placeholder(tuple)  # keep these classes only, relabelled 0..
+  c.num_classes = config_dict.placeholder(int)  # None: from the dataset
+  c.shots = config_dict.placeholder(int)  # k examples per class (nested in k' > k)
+  c.fraction = config_dict.placeholder(float)  # stratified fraction (20% inside 40% ...)
   c.subset_seed = 0
-  c.val_fraction = config_dict.placeholder(float)    # held out of train: early stopping/plateau
-  c.preprocess = 'bit'                               # 'bit' (resize, crop, flip) | 'inception'
-  c.resize = config_dict.placeholder(int)            # None: HyperRule (160 / 512)
-  c.crop = config_dict.placeholder(int)              # None: HyperRule (128 / 480)
-  c.data_shards = config_dict.placeholder(int)       # None: one per process (see train.py)
+  c.val_fraction = config_dict.placeholder(float)  # held out of train: early stopping/plateau
+  c.preprocess = 'bit'  # 'bit' (resize, crop, flip) | 'inception'
+  c.resize = config_dict.placeholder(int)  # None: HyperRule (160 / 512)
+  c.crop = config_dict.placeholder(int)  # None: HyperRule (128 / 480)
+  c.data_shards = config_dict.placeholder(int)  # None: one per process (see train.py)
 
   # Optimisation (BiT-HyperRule defaults).
   c.batch_size = 512
-  c.eval_batch_size = config_dict.placeholder(int)   # None: batch_size
-  c.batch_split = 1           # gradient accumulation: micro-batches per step
-  c.base_lr = 0.003           # the official BiT lr, at any batch size
-  c.lr_scaling = 'none'       # 'none' | 'linear': lr = base_lr * batch_size / base_batch
-  c.base_batch = 512          # used by lr_scaling='linear' only
-  c.lr = config_dict.placeholder(float)              # None: base_lr (scaled if asked)
-  c.lr_schedule = 'hyperrule'                        # 'hyperrule' | 'constant' | 'plateau'
-  c.total_steps = config_dict.placeholder(int)       # None: HyperRule (500 / 10k / 20k)
-  c.epochs = config_dict.placeholder(float)          # instead of total_steps
-  c.warmup_steps = config_dict.placeholder(int)      # None: HyperRule, scaled to total_steps
-  c.decay_steps = config_dict.placeholder(tuple)     # None: HyperRule, scaled to total_steps
-  c.warmup_epochs = config_dict.placeholder(float)   # instead of warmup_steps
-  c.decay_epochs = config_dict.placeholder(tuple)    # instead of decay_steps
-  c.mixup_alpha = config_dict.placeholder(float)     # None: 0 below 20k examples, else 0.1
+  c.eval_batch_size = config_dict.placeholder(int)  # None: batch_size
+  c.batch_split = 1  # gradient accumulation: micro-batches per step
+  c.base_lr = 0.003  # the official BiT lr, at any batch size
+  c.lr_scaling = 'none'  # 'none' | 'linear': lr = base_lr * batch_size / base_batch
+  c.base_batch = 512  # used by lr_scaling='linear' only
+  c.lr = config_dict.placeholder(float)  # None: base_lr (scaled if asked)
+  c.lr_schedule = 'hyperrule'  # 'hyperrule' | 'constant' | 'plateau'
+  c.total_steps = config_dict.placeholder(int)  # None: HyperRule (500 / 10k / 20k)
+  c.epochs = config_dict.placeholder(float)  # instead of total_steps
+  c.warmup_steps = config_dict.placeholder(int)  # None: HyperRule, scaled to total_steps
+  c.decay_steps = config_dict.placeholder(tuple)  # None: HyperRule, scaled to total_steps
+  c.warmup_epochs = config_dict.placeholder(float)  # instead of warmup_steps
+  c.decay_epochs = config_dict.placeholder(tuple)  # instead of decay_steps
+  c.mixup_alpha = config_dict.placeholder(float)  # None: 0 below 20k examples, else 0.1
   c.momentum = 0.9
-  c.weight_decay = 0.0        # coupled, on kernels only
-  c.freeze = ''               # regex over parameter paths, e.g. 'root_block|block1'
-  c.loss = 'softmax'          # 'softmax' | 'sigmoid' (multi-label)
-  c.plateau_patience = 3      # evaluations without a better validation loss before lr /= ...
+  c.weight_decay = 0.0  # coupled, on kernels only
+  c.freeze = ''  # regex over parameter paths, e.g. 'root_block|block1'
+  c.loss = 'softmax'  # 'softmax' | 'sigmoid' (multi-label)
+  c.plateau_patience = 3  # evaluations without a better validation loss before lr /= ...
   c.plateau_factor = 0.1
   c.early_stopping_patience = config_dict.placeholder(int)
 
   # Few-shot linear probe of the pre-logits (bit_jax/fewshot.py) at every evaluation, e.g. to
   # watch feature quality during upstream training.
-  c.fewshot_shots = ()                                 # e.g. (1, 5, 10); () turns it off
-  c.fewshot_dataset = config_dict.placeholder(str)     # None: the phase's dataset
-  c.fewshot_classes = config_dict.placeholder(tuple)   # e.g. classes not trained on
+  c.fewshot_shots = ()  # e.g. (1, 5, 10); () turns it off
+  c.fewshot_dataset = config_dict.placeholder(str)  # None: the phase's dataset
+  c.fewshot_classes = config_dict.placeholder(tuple)  # e.g. classes not trained on
   c.fewshot_l2 = 1024.0
 
   # Bookkeeping.
   c.seed = 0
   c.log_every = 10
-  c.eval_every = 100          # steps; 0: only at the end of each phase
+  c.eval_every = 100  # steps; 0: only at the end of each phase
   c.checkpoint_every = 100
   c.keep_checkpoints = 2
 
@@ -90,13 +90,25 @@ def mini_upstream_run(name: str = 'upstream', **overrides) -> dict:
   that every repeat of the target runs shares.
   Study settings that make no sense upstream (a validation holdout, plateau, early stopping)
   are switched off here, so every study's upstream is the same run."""
-  return dict(name=name, init='scratch', classes=(0, 1, 2, 3, 4), val_fraction=None,
-              batch_size=64, lr=0.03, lr_schedule='hyperrule', total_steps=300, eval_every=0,
-              early_stopping_patience=None, seeds=1, **overrides)
+  return dict(
+    name=name,
+    init='scratch',
+    classes=(0, 1, 2, 3, 4),
+    val_fraction=None,
+    batch_size=64,
+    lr=0.03,
+    lr_schedule='hyperrule',
+    total_steps=300,
+    eval_every=0,
+    early_stopping_patience=None,
+    seeds=1,
+    **overrides,
+  )
 
 
-def study_scale(scales: dict, arg: str, expected: str = 'mini or full'
-                ) -> tuple[dict, ml_collections.ConfigDict]:
+def study_scale(
+  scales: dict, arg: str, expected: str = 'mini or full'
+) -> tuple[dict, ml_collections.ConfigDict]:
   """A study config's scale from its argument, and the base run config that scale sets."""
   if arg not in scales:
     raise ValueError(f'Expected the argument {expected}; got {arg!r}.')

@@ -21,8 +21,12 @@ class Classification:
     s = phase.settings
     self.prefix, self.multi_label, self.parallel = prefix, source.multi_label, parallel
     self.data = input_pipeline.eval_data(
-        source, global_batch_size=s.eval_batch_size or s.batch_size, crop=s.crop, ids=ids,
-        multi_hot=s.loss == 'sigmoid')
+      source,
+      global_batch_size=s.eval_batch_size or s.batch_size,
+      crop=s.crop,
+      ids=ids,
+      multi_hot=s.loss == 'sigmoid',
+    )
     self.step = parallel.jit_eval_step(steps.make_eval_step(phase.model(), loss=s.loss))
 
   def __call__(self, params) -> dict[str, float]:
@@ -36,8 +40,7 @@ class Classification:
       accuracy = {'prec1': float(totals['top1']) / count}
     else:
       accuracy = {'top1': float(totals['top1']) / count, 'top5': float(totals['top5']) / count}
-    metrics = {**accuracy, 'loss': float(totals['loss']) / count,
-               'examples': int(totals['count'])}
+    metrics = {**accuracy, 'loss': float(totals['loss']) / count, 'examples': int(totals['count'])}
     return {f'{self.prefix}_{k}': v for k, v in metrics.items()}
 
 
@@ -45,15 +48,21 @@ class FewShot:
   def __init__(self, phase: Phase):
     s = phase.settings
     source = lambda split: data_sources.get_source(
-        s.fewshot_dataset or s.dataset, split, data_dir=s.data_dir, classes=s.fewshot_classes)
-    self.probe = fewshot.Probe(phase.model(num_classes=None), source(s.train_split),
-                               source(s.eval_split), s.fewshot_shots, s.crop, s.subset_seed,
-                               l2=s.fewshot_l2)
+      s.fewshot_dataset or s.dataset, split, data_dir=s.data_dir, classes=s.fewshot_classes
+    )
+    self.probe = fewshot.Probe(
+      phase.model(num_classes=None),
+      source(s.train_split),
+      source(s.eval_split),
+      s.fewshot_shots,
+      s.crop,
+      s.subset_seed,
+      l2=s.fewshot_l2,
+    )
 
   def __call__(self, params) -> dict[str, float]:
     # Each process probes on one local device, with its own copy of the replicated params.
-    local = jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a,
-                         params)
+    local = jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, params)
     local = {k: v for k, v in local.items() if k != 'head'}
     return {f'fewshot_{k}shot_top1': v for k, v in self.probe.accuracies(local).items()}
 
@@ -62,8 +71,7 @@ def build(phase: Phase, parallel: DataParallel) -> list:
   """The evaluators of `phase`: the eval split, the validation holdout, the few-shot probe."""
   evaluators = [Classification('test', phase, phase.data.eval, None, parallel)]
   if phase.data.val_ids is not None:
-    evaluators.append(Classification('val', phase, phase.data.train, phase.data.val_ids,
-                                     parallel))
+    evaluators.append(Classification('val', phase, phase.data.train, phase.data.val_ids, parallel))
   if phase.settings.fewshot_shots:
     evaluators.append(FewShot(phase))
   return evaluators

@@ -28,8 +28,8 @@ from absl.flags import FLAGS
 
 from bit_jax import data_sources, hyperrule, input_pipeline, pretrained, subsets
 
-L2 = 2.0 ** 10           # big_vision's fewshot default
-BIAS_CONSTANT = 100.0    # big_vision: a large constant feature, so the bias is ~unregularised
+L2 = 2.0**10  # big_vision's fewshot default
+BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is ~unregularised
 STD_EPS = 1e-5
 
 
@@ -65,7 +65,7 @@ def fit_ridge(x, labels, num_classes, l2=L2):
   design = _design(x, mean, std)
   targets = 2.0 * np.eye(num_classes)[labels] - 1.0
   n, d = design.shape
-  if n < d:   # the same W by the push-through identity, solving an n x n system instead
+  if n < d:  # the same W by the push-through identity, solving an n x n system instead
     w = design.T @ np.linalg.solve(design @ design.T + l2 * np.eye(n), targets)
   else:
     w = np.linalg.solve(design.T @ design + l2 * np.eye(d), design.T @ targets)
@@ -81,15 +81,16 @@ class Probe:
   """The probe of one dataset, built once (k-shot subsets, input pipelines, the compiled
   feature function) and evaluated on any parameters with `accuracies(params)`."""
 
-  def __init__(self, model, train_source, test_source, shots, crop, seed=0, *, l2=L2,
-               batch_size=256):
+  def __init__(
+    self, model, train_source, test_source, shots, crop, seed=0, *, l2=L2, batch_size=256
+  ):
     self.shots, self.l2, self.num_classes = sorted(shots), l2, train_source.num_classes
     labels = train_source.labels()
     self._subsets = {k: subsets.per_class(labels, k, seed) for k in self.shots}
     # One process reads everything: the probe is small and every process gets the same answer.
     eval_data = lambda source, ids: input_pipeline.eval_data(
-        source, global_batch_size=batch_size, crop=crop, ids=ids, process_index=0,
-        process_count=1)
+      source, global_batch_size=batch_size, crop=crop, ids=ids, process_index=0, process_count=1
+    )
     self._train = eval_data(train_source, self._subsets[self.shots[-1]])
     self._test = eval_data(test_source, None)
     self._features = pre_logits_fn(model)
@@ -99,25 +100,28 @@ class Probe:
     train_x, train_y, train_ids = features(self._features, params, self._train)
     test_x, test_y, _ = features(self._features, params, self._test)
     accuracies = {}
-    for k in self.shots:     # the k-shot sets are nested: each is a subset of the largest one's
+    for k in self.shots:  # the k-shot sets are nested: each is a subset of the largest one's
       rows = np.isin(train_ids, self._subsets[k])
       fit = fit_ridge(train_x[rows], train_y[rows], self.num_classes, self.l2)
       accuracies[k] = float(np.mean(predict(fit, test_x) == test_y))
     return accuracies
 
 
-def fewshot_accuracies(model, params, train_source, test_source, shots, crop, seed=0, *,
-                       l2=L2, batch_size=256):
+def fewshot_accuracies(
+  model, params, train_source, test_source, shots, crop, seed=0, *, l2=L2, batch_size=256
+):
   """{k: test top-1} of the ridge probe trained on k images per class, for each k in shots."""
-  return Probe(model, train_source, test_source, shots, crop, seed, l2=l2,
-               batch_size=batch_size).accuracies(params)
+  return Probe(
+    model, train_source, test_source, shots, crop, seed, l2=l2, batch_size=batch_size
+  ).accuracies(params)
 
 
 def define_flags():
   """The command line's flags; defined only when run as a script, so that importing this
   module (e.g. from train.py) adds no flags to other programs."""
-  flags.DEFINE_string('model', None, "Published BiT name or official-layout .npz (e.g. a run's "
-                      'final.npz).')
+  flags.DEFINE_string(
+    'model', None, "Published BiT name or official-layout .npz (e.g. a run's final.npz)."
+  )
   flags.DEFINE_string('dataset', 'cifar10', 'Dataset name (see bit_jax/data_sources.py).')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir.')
   flags.DEFINE_list('classes', None, 'Keep these classes only (e.g. 5,6,7,8,9).')
@@ -127,8 +131,12 @@ def define_flags():
   flags.DEFINE_float('l2', L2, 'Ridge penalty.')
   flags.DEFINE_string('train_split', 'train', 'Split the probe is fitted on.')
   flags.DEFINE_string('eval_split', 'test', 'Split the probe is tested on.')
-  flags.DEFINE_string('features', None, 'Instead of --model and --dataset: features written by '
-                      '`bit_jax.predict --features`, to fit the probe on.')
+  flags.DEFINE_string(
+    'features',
+    None,
+    'Instead of --model and --dataset: features written by '
+    '`bit_jax.predict --features`, to fit the probe on.',
+  )
   flags.DEFINE_string('test_features', None, 'With --features: the features to test it on.')
 
 
@@ -136,11 +144,16 @@ def accuracies_of_features(train_file, test_file, shots, seed=0, l2=L2) -> dict[
   """{k: test top-1} of the probe fitted on k examples per class of saved features (the .npz
   files `bit_jax.predict --features` writes; examples without a label are left out)."""
   (train_x, train_y), (test_x, test_y) = (
-      (data['features'].reshape(len(data['features']), -1).astype(np.float64), data['labels'])
-      for data in (np.load(train_file), np.load(test_file)))
+    (data['features'].reshape(len(data['features']), -1).astype(np.float64), data['labels'])
+    for data in (np.load(train_file), np.load(test_file))
+  )
   known, test_known = train_y >= 0, test_y >= 0
-  train_x, train_y, test_x, test_y = (train_x[known], train_y[known], test_x[test_known],
-                                      test_y[test_known])
+  train_x, train_y, test_x, test_y = (
+    train_x[known],
+    train_y[known],
+    test_x[test_known],
+    test_y[test_known],
+  )
   num_classes = int(max(train_y.max(), test_y.max())) + 1
   result = {}
   for k in sorted(shots):
@@ -156,8 +169,9 @@ def main(argv):
   if FLAGS.features:
     if not FLAGS.test_features:
       raise app.UsageError('--features needs --test_features (the features to test on).')
-    accuracies = accuracies_of_features(FLAGS.features, FLAGS.test_features, shots,
-                                        FLAGS.seed, FLAGS.l2)
+    accuracies = accuracies_of_features(
+      FLAGS.features, FLAGS.test_features, shots, FLAGS.seed, FLAGS.l2
+    )
     print(f'{FLAGS.features} -> {FLAGS.test_features} (l2 {FLAGS.l2:g}, seed {FLAGS.seed}):')
     print(f'{"shots":>6} {"top-1":>7}')
     for k in shots:
@@ -165,11 +179,12 @@ def main(argv):
     return
   if not FLAGS.model:
     raise app.UsageError('--model is required: a published BiT name or a .npz path.')
-  logging.set_verbosity(logging.WARNING)    # TFDS logs every dataset it opens at INFO
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every dataset it opens at INFO
   classes = tuple(int(c) for c in FLAGS.classes) if FLAGS.classes else None
   train_source, test_source = (
-      data_sources.get_source(FLAGS.dataset, split, data_dir=FLAGS.data_dir, classes=classes)
-      for split in (FLAGS.train_split, FLAGS.eval_split))
+    data_sources.get_source(FLAGS.dataset, split, data_dir=FLAGS.data_dir, classes=classes)
+    for split in (FLAGS.train_split, FLAGS.eval_split)
+  )
   crop = FLAGS.crop
   if crop is None:
     image_hw = hyperrule.image_size(FLAGS.dataset, FLAGS.data_dir)
@@ -181,10 +196,13 @@ def main(argv):
   except (FileNotFoundError, pretrained.CheckpointMismatchError, RuntimeError) as e:
     print(f'ERROR: cannot load --model={FLAGS.model}: {e}', file=sys.stderr)
     sys.exit(1)
-  accuracies = fewshot_accuracies(model, params, train_source, test_source, shots, crop,
-                                  FLAGS.seed, l2=FLAGS.l2)
-  print(f'{FLAGS.model} on {FLAGS.dataset} ({train_source.num_classes} classes, {crop} px, '
-        f'l2 {FLAGS.l2:g}, seed {FLAGS.seed}); tested on {FLAGS.eval_split}:')
+  accuracies = fewshot_accuracies(
+    model, params, train_source, test_source, shots, crop, FLAGS.seed, l2=FLAGS.l2
+  )
+  print(
+    f'{FLAGS.model} on {FLAGS.dataset} ({train_source.num_classes} classes, {crop} px, '
+    f'l2 {FLAGS.l2:g}, seed {FLAGS.seed}); tested on {FLAGS.eval_split}:'
+  )
   print(f'{"shots":>6} {"train":>6} {"top-1":>7}')
   for k in shots:
     print(f'{k:>6} {k * train_source.num_classes:>6} {accuracies[k]:>7.4f}')

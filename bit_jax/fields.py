@@ -28,27 +28,44 @@ def phase_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Conf
     override = dict(override)
     unknown = sorted(set(override) - set(base) - set(PHASE_ONLY_FIELDS))
     if unknown:
-      raise ConfigError(f'Phase {index} sets unknown fields {unknown}; phases may override '
-                        f'any top-level field: {", ".join(sorted(base))}.')
-    phase = ml_collections.ConfigDict({**base, 'name': f'phase{index}', 'index': index,
-                                       'init': base['init'] if index == 0 else 'previous'})
+      raise ConfigError(
+        f'Phase {index} sets unknown fields {unknown}; phases may override '
+        f'any top-level field: {", ".join(sorted(base))}.'
+      )
+    phase = ml_collections.ConfigDict(
+      {
+        **base,
+        'name': f'phase{index}',
+        'index': index,
+        'init': base['init'] if index == 0 else 'previous',
+      }
+    )
     phase.update(override)
     phases.append(phase)
   return phases
 
 
 def _int(low, high=None):
-  return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-          and (high is None or v <= high)), f'an integer >= {low}'
+  return (
+    lambda v: (
+      isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+    )
+  ), f'an integer >= {low}'
 
 
 def _number(low, high=None, *, open_low=False, open_high=False):
   def check(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and (v > low if open_low else v >= low)
-            and (high is None or (v < high if open_high else v <= high)))
+    return (
+      isinstance(v, (int, float))
+      and not isinstance(v, bool)
+      and math.isfinite(v)
+      and (v > low if open_low else v >= low)
+      and (high is None or (v < high if open_high else v <= high))
+    )
+
   interval = f'{"(" if open_low else "["}{low}, {high if high is not None else "inf"}' + (
-      ')' if open_high or high is None else ']')
+    ')' if open_high or high is None else ']'
+  )
   return check, f'a number in {interval}'
 
 
@@ -56,27 +73,62 @@ def _one_of(*choices):
   return (lambda v: v in choices), f'one of {choices}'
 
 
-_OPTIONAL = ('eval_batch_size', 'lr', 'total_steps', 'epochs', 'warmup_steps', 'warmup_epochs',
-             'mixup_alpha', 'shots', 'fraction', 'val_fraction', 'resize', 'crop',
-             'early_stopping_patience', 'num_classes', 'data_shards', 'head')
+_OPTIONAL = (
+  'eval_batch_size',
+  'lr',
+  'total_steps',
+  'epochs',
+  'warmup_steps',
+  'warmup_epochs',
+  'mixup_alpha',
+  'shots',
+  'fraction',
+  'val_fraction',
+  'resize',
+  'crop',
+  'early_stopping_patience',
+  'num_classes',
+  'data_shards',
+  'head',
+)
 FIELD_CHECKS = {
-    'batch_size': _int(1), 'eval_batch_size': _int(1), 'batch_split': _int(1),
-    'base_lr': _number(0, open_low=True), 'lr': _number(0, open_low=True),
-    'base_batch': _int(1), 'lr_scaling': _one_of('none', 'linear'),
-    'lr_schedule': _one_of(*schedules.SCHEDULES),
-    'total_steps': _int(0), 'epochs': _number(0, open_low=True), 'warmup_steps': _int(0),
-    'warmup_epochs': _number(0), 'mixup_alpha': _number(0),
-    'momentum': _number(0, 1, open_high=True), 'weight_decay': _number(0),
-    'plateau_patience': _int(1), 'plateau_factor': _number(0, 1, open_low=True),
-    'early_stopping_patience': _int(1),
-    'shots': _int(1), 'fraction': _number(0, 1, open_low=True),
-    'val_fraction': _number(0, 1, open_low=True, open_high=True),
-    'resize': _int(1), 'crop': _int(1), 'num_classes': _int(1), 'data_shards': _int(1),
-    'preprocess': _one_of(*input_pipeline.PREPROCESSINGS), 'loss': _one_of(*steps.LOSSES),
-    'dtype': _one_of('float32', 'bfloat16'), 'ops': _one_of(*ops.CHOICES),
-    'head': _one_of(*HEADS), 'seed': _int(0), 'subset_seed': _int(0),
-    'log_every': _int(1), 'eval_every': _int(0), 'checkpoint_every': _int(0),
-    'keep_checkpoints': _int(1), 'fewshot_l2': _number(0, open_low=True),
+  'batch_size': _int(1),
+  'eval_batch_size': _int(1),
+  'batch_split': _int(1),
+  'base_lr': _number(0, open_low=True),
+  'lr': _number(0, open_low=True),
+  'base_batch': _int(1),
+  'lr_scaling': _one_of('none', 'linear'),
+  'lr_schedule': _one_of(*schedules.SCHEDULES),
+  'total_steps': _int(0),
+  'epochs': _number(0, open_low=True),
+  'warmup_steps': _int(0),
+  'warmup_epochs': _number(0),
+  'mixup_alpha': _number(0),
+  'momentum': _number(0, 1, open_high=True),
+  'weight_decay': _number(0),
+  'plateau_patience': _int(1),
+  'plateau_factor': _number(0, 1, open_low=True),
+  'early_stopping_patience': _int(1),
+  'shots': _int(1),
+  'fraction': _number(0, 1, open_low=True),
+  'val_fraction': _number(0, 1, open_low=True, open_high=True),
+  'resize': _int(1),
+  'crop': _int(1),
+  'num_classes': _int(1),
+  'data_shards': _int(1),
+  'preprocess': _one_of(*input_pipeline.PREPROCESSINGS),
+  'loss': _one_of(*steps.LOSSES),
+  'dtype': _one_of('float32', 'bfloat16'),
+  'ops': _one_of(*ops.CHOICES),
+  'head': _one_of(*HEADS),
+  'seed': _int(0),
+  'subset_seed': _int(0),
+  'log_every': _int(1),
+  'eval_every': _int(0),
+  'checkpoint_every': _int(0),
+  'keep_checkpoints': _int(1),
+  'fewshot_l2': _number(0, open_low=True),
 }
 
 
@@ -91,8 +143,10 @@ def check_fields(phase: ml_collections.ConfigDict) -> None:
       problems.append(f'{field}={value!r} (expected {expected})')
   for field in ('decay_steps', 'decay_epochs', 'classes', 'fewshot_shots', 'fewshot_classes'):
     value = phase[field]
-    if value is not None and (not isinstance(value, (tuple, list)) or
-                              not all(isinstance(v, (int, float)) and v >= 0 for v in value)):
+    if value is not None and (
+      not isinstance(value, (tuple, list))
+      or not all(isinstance(v, (int, float)) and v >= 0 for v in value)
+    ):
       problems.append(f'{field}={value!r} (expected a tuple of numbers >= 0)')
   if phase.shots and phase.fraction:
     problems.append(f'shots={phase.shots} and fraction={phase.fraction} (set one of them)')
@@ -104,11 +158,21 @@ def check_fields(phase: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'Phase {phase.name}: ' + '; '.join(problems) + '.')
 
 
-
 # Fields that only say how a run is watched or where its data lives; a resume may change them.
-BOOKKEEPING_FIELDS = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
-                      'eval_batch_size', 'fewshot_shots', 'fewshot_dataset', 'fewshot_classes',
-                      'fewshot_l2', 'data_dir', 'ops', 'skip_corrupt')
+BOOKKEEPING_FIELDS = (
+  'log_every',
+  'eval_every',
+  'checkpoint_every',
+  'keep_checkpoints',
+  'eval_batch_size',
+  'fewshot_shots',
+  'fewshot_dataset',
+  'fewshot_classes',
+  'fewshot_l2',
+  'data_dir',
+  'ops',
+  'skip_corrupt',
+)
 
 
 def changes(before: list[dict], after: list[dict]) -> tuple[dict[str, list[str]], set[str]]:
@@ -120,11 +184,15 @@ def changes(before: list[dict], after: list[dict]) -> tuple[dict[str, list[str]]
     found['phases'] = [f'{len(before)} phases -> {len(after)}']
     given.add('phases')
   for old, new in zip(before, after):
-    differ = sorted(k for k in set(old) | set(new) if k not in BOOKKEEPING_FIELDS + ('derived',)
-                    and old.get(k) != new.get(k))
+    differ = sorted(
+      k
+      for k in set(old) | set(new)
+      if k not in BOOKKEEPING_FIELDS + ('derived',) and old.get(k) != new.get(k)
+    )
     if differ:
-      found[new.get('name', old.get('name'))] = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
-                                                 for k in differ]
+      found[new.get('name', old.get('name'))] = [
+        f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in differ
+      ]
       derived = set(old.get('derived', ())) & set(new.get('derived', ()))
       given |= set(differ) - derived
   return found, given

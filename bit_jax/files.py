@@ -31,8 +31,10 @@ def write_atomic(path, content) -> None:
   except OSError as e:
     if temporary.exists():
       temporary.unlink()
-    raise RunError(f'Could not write {path} ({e.strerror or e}); the previous version, if any, '
-                   f'is unchanged. Free space or fix permissions, then rerun.') from e
+    raise RunError(
+      f'Could not write {path} ({e.strerror or e}); the previous version, if any, '
+      f'is unchanged. Free space or fix permissions, then rerun.'
+    ) from e
 
 
 def write_json(path, value) -> None:
@@ -45,8 +47,10 @@ def read_json(path):
   try:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise RunError(f'{path} is not valid JSON ({e}); it was cut short or edited. Delete it '
-                   f'to have it written again.') from None
+    raise RunError(
+      f'{path} is not valid JSON ({e}); it was cut short or edited. Delete it '
+      f'to have it written again.'
+    ) from None
 
 
 def write_npz(path, arrays: dict) -> None:

@@ -22,32 +22,45 @@ def is_hub(name) -> bool:
 def download(name: str, filename: str = FILENAME) -> Path:
   """Local path of `filename` in the hub repo `name` ('hf-hub:org/repo'), cached on first use."""
   from huggingface_hub import constants, errors, hf_hub_download
+
   repo = name.removeprefix(PREFIX)
   # Read now: huggingface_hub reads its environment once, on import, so a notebook or a test
   # that sets these afterwards would otherwise be ignored (and, for HF_HUB_OFFLINE, it would
   # still reach for the network while building its request headers).
-  offline = (constants.HF_HUB_OFFLINE or
-             os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE'))
+  offline = constants.HF_HUB_OFFLINE or os.environ.get('HF_HUB_OFFLINE', '').upper() in (
+    '1',
+    'ON',
+    'YES',
+    'TRUE',
+  )
   cache = os.environ.get('HF_HUB_CACHE') or (
-      os.path.join(os.environ['HF_HOME'], 'hub') if 'HF_HOME' in os.environ else None)
+    os.path.join(os.environ['HF_HOME'], 'hub') if 'HF_HOME' in os.environ else None
+  )
   where = f'{repo} ({filename})'
-  was_offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, offline   # this call only
+  was_offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, offline  # this call only
   try:
     return Path(hf_hub_download(repo, filename, cache_dir=cache, local_files_only=offline))
   except errors.LocalEntryNotFoundError as e:
     raise FileNotFoundError(
-        f'{where} is not in the Hugging Face cache {cache or constants.HF_HUB_CACHE} and '
-        f'{"HF_HUB_OFFLINE is set" if offline else "could not be downloaded"} ({e}). Run once '
-        f'with network access to cache it, point HF_HUB_CACHE at a cache that holds it, or '
-        f'download {filename} elsewhere and pass its path to load_pretrained.') from None
-  except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError,
-          errors.EntryNotFoundError) as e:
+      f'{where} is not in the Hugging Face cache {cache or constants.HF_HUB_CACHE} and '
+      f'{"HF_HUB_OFFLINE is set" if offline else "could not be downloaded"} ({e}). Run once '
+      f'with network access to cache it, point HF_HUB_CACHE at a cache that holds it, or '
+      f'download {filename} elsewhere and pass its path to load_pretrained.'
+    ) from None
+  except (
+    errors.RepositoryNotFoundError,
+    errors.RevisionNotFoundError,
+    errors.EntryNotFoundError,
+  ) as e:
     raise FileNotFoundError(
-        f'The Hugging Face hub has no {where} ({type(e).__name__}). Check the name (BiT '
-        f'weights are e.g. {EXAMPLE}); a private or gated repo needs `hf auth login`.') from None
+      f'The Hugging Face hub has no {where} ({type(e).__name__}). Check the name (BiT '
+      f'weights are e.g. {EXAMPLE}); a private or gated repo needs `hf auth login`.'
+    ) from None
   except (errors.HfHubHTTPError, OSError) as e:
-    raise RuntimeError(f'Could not download {where} from the Hugging Face hub ({e}). Rerun '
-                       f'when the network is back, or set HF_HUB_OFFLINE=1 to use the cache '
-                       f'only.') from e
+    raise RuntimeError(
+      f'Could not download {where} from the Hugging Face hub ({e}). Rerun '
+      f'when the network is back, or set HF_HUB_OFFLINE=1 to use the cache '
+      f'only.'
+    ) from e
   finally:
     constants.HF_HUB_OFFLINE = was_offline

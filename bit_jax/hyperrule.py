@@ -42,30 +42,27 @@ SMALL_IMAGE_AREA = 96 * 96
 # (resize, crop) per rule: small images are the same in both, large ones differ
 # because the released code uses 512/480 while the paper text says 448/384.
 _RESOLUTIONS = {
-  "official": {"small": (160, 128), "large": (512, 480)},
-  "paper": {"small": (160, 128), "large": (448, 384)},
+  'official': {'small': (160, 128), 'large': (512, 480)},
+  'paper': {'small': (160, 128), 'large': (448, 384)},
 }
 
 # The official `known_dataset_sizes` table, used when TFDS metadata cannot say
 # (variable-size datasets report (None, None, 3)).
 KNOWN_IMAGE_SIZES = {
-  "cifar10": (32, 32),
-  "cifar100": (32, 32),
-  "oxford_iiit_pet": (224, 224),
-  "oxford_flowers102": (224, 224),
-  "imagenet2012": (224, 224),
+  'cifar10': (32, 32),
+  'cifar100': (32, 32),
+  'oxford_iiit_pet': (224, 224),
+  'oxford_flowers102': (224, 224),
+  'imagenet2012': (224, 224),
 }
 
 
-def resolution(image_hw: Sequence[int], rule: str = "official") -> tuple[int, int]:
+def resolution(image_hw: Sequence[int], rule: str = 'official') -> tuple[int, int]:
   """Returns ``(resize, crop)`` for images of original size ``image_hw = (h, w)``."""
   if rule not in _RESOLUTIONS:
-    raise ValueError(
-      f"Unknown resolution rule {rule!r}; expected one of "
-      f"{sorted(_RESOLUTIONS)}."
-    )
+    raise ValueError(f'Unknown resolution rule {rule!r}; expected one of {sorted(_RESOLUTIONS)}.')
   height, width = image_hw
-  size_class = "small" if height * width < SMALL_IMAGE_AREA else "large"
+  size_class = 'small' if height * width < SMALL_IMAGE_AREA else 'large'
   return _RESOLUTIONS[rule][size_class]
 
 
@@ -83,14 +80,14 @@ class Schedule:
 
   def __post_init__(self):
     # Tuples keep the dataclass hashable and immutable even if a list was given.
-    object.__setattr__(self, "decay_boundaries", tuple(self.decay_boundaries))
+    object.__setattr__(self, 'decay_boundaries', tuple(self.decay_boundaries))
     steps = (self.warmup_steps, *self.decay_boundaries, self.total_steps)
     if self.total_steps <= 0 or list(steps) != sorted(steps) or self.warmup_steps < 0:
       raise ValueError(
-        "Expected 0 <= warmup_steps <= decay_boundaries (ascending) <= "
-        f"total_steps with total_steps > 0; got warmup_steps="
-        f"{self.warmup_steps}, decay_boundaries={self.decay_boundaries}, "
-        f"total_steps={self.total_steps}. Fix the schedule override."
+        'Expected 0 <= warmup_steps <= decay_boundaries (ascending) <= '
+        f'total_steps with total_steps > 0; got warmup_steps='
+        f'{self.warmup_steps}, decay_boundaries={self.decay_boundaries}, '
+        f'total_steps={self.total_steps}. Fix the schedule override.'
       )
 
 
@@ -112,8 +109,7 @@ def linearly_scaled_lr(batch_size: int, base_lr: float, base_batch: int) -> floa
   """The linear scaling rule, for configs that ask for it: ``base_lr`` at ``base_batch``."""
   if batch_size <= 0 or base_batch <= 0:
     raise ValueError(
-      f"Expected positive batch sizes; got batch_size={batch_size}, "
-      f"base_batch={base_batch}."
+      f'Expected positive batch sizes; got batch_size={batch_size}, base_batch={base_batch}.'
     )
   return base_lr * batch_size / base_batch
 
@@ -123,8 +119,8 @@ def _resolve_schedule(num_examples: int | None, override: Schedule | None) -> Sc
     return override
   if num_examples is None:
     raise ValueError(
-      "Expected num_examples (to derive the official schedule) or an explicit "
-      "schedule=Schedule(...); got neither."
+      'Expected num_examples (to derive the official schedule) or an explicit '
+      'schedule=Schedule(...); got neither.'
     )
   return schedule(num_examples)
 
@@ -167,7 +163,7 @@ def image_size(dataset_name: str, data_dir: str | None = None) -> tuple[int, int
   if from_metadata is not None:
     return from_metadata
   # "imagenet2012:5.1.0" and "imagenet2012_subset/1pct" share the base name's images.
-  base_name = dataset_name.split(":")[0].split("/")[0]
+  base_name = dataset_name.split(':')[0].split('/')[0]
   return KNOWN_IMAGE_SIZES.get(dataset_name, KNOWN_IMAGE_SIZES.get(base_name))
 
 
@@ -177,7 +173,7 @@ def _image_size_from_tfds_metadata(
   try:
     import tensorflow_datasets as tfds
 
-    shape = tfds.builder(dataset_name, data_dir=data_dir).info.features["image"].shape
+    shape = tfds.builder(dataset_name, data_dir=data_dir).info.features['image'].shape
   # Metadata is only a hint: an unregistered name, a missing TFDS install, no
   # "image" feature or unreadable files all mean "ask the table or the data".
   except Exception:  # noqa: BLE001
@@ -201,8 +197,8 @@ def image_size_from_examples(
   sizes = np.array([np.shape(image)[:2] for image in sample])
   if sizes.size == 0:
     raise ValueError(
-      "Expected at least one image to measure; got an empty iterable. "
-      "Check the split name and that the dataset is prepared."
+      'Expected at least one image to measure; got an empty iterable. '
+      'Check the split name and that the dataset is prepared.'
     )
   height, width = np.median(sizes, axis=0)
   return (int(round(height)), int(round(width)))

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from bit_jax.data_sources import DataSource
 
-PREPROCESSINGS = ("bit", "inception")
+PREPROCESSINGS = ('bit', 'inception')
 DEFAULT_SHUFFLE_BUFFER = 50_000
 CACHE_LIMIT = 10_000  # shards up to this many examples are cached (undecoded) in memory
 _SHUFFLE, _AUGMENT = 0, 1  # keep the shuffle's and the augmentations' seeds unrelated
@@ -67,13 +67,13 @@ def _used_ids(source: DataSource, ids) -> np.ndarray:
   used = np.unique(given).astype(np.int64)
   if given.ndim != 1 or not np.issubdtype(given.dtype, np.integer) or len(used) < len(given):
     raise ValueError(
-      f"Expected ids as a 1-D array of distinct integers; got {given.dtype} "
-      f"{given.shape} with {given.size - len(used)} repeats."
+      f'Expected ids as a 1-D array of distinct integers; got {given.dtype} '
+      f'{given.shape} with {given.size - len(used)} repeats.'
     )
   if len(used) and (used[0] < 0 or used[-1] >= source.num_examples):
     raise ValueError(
-      f"Expected ids in [0, {source.num_examples}) for {source.name}; got "
-      f"{used[0]}..{used[-1]}. Were they drawn from another split?"
+      f'Expected ids in [0, {source.num_examples}) for {source.name}; got '
+      f'{used[0]}..{used[-1]}. Were they drawn from another split?'
     )
   return used
 
@@ -84,12 +84,12 @@ def _process_share(
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
-    raise ValueError(f"Expected 0 <= process_index < {process_count}; got {process_index}.")
+    raise ValueError(f'Expected 0 <= process_index < {process_count}; got {process_index}.')
   if global_batch_size % process_count:
     raise ValueError(
-      f"Expected a global batch size divisible by the {process_count} processes; "
-      f"got {global_batch_size}. Use a multiple of {process_count}, e.g. "
-      f"{math.ceil(global_batch_size / process_count) * process_count}."
+      f'Expected a global batch size divisible by the {process_count} processes; '
+      f'got {global_batch_size}. Use a multiple of {process_count}, e.g. '
+      f'{math.ceil(global_batch_size / process_count) * process_count}.'
     )
   used = _used_ids(source, ids)
   return _Share(
@@ -109,7 +109,7 @@ def _records_of(source: DataSource, ids: np.ndarray) -> tf.data.Dataset:
   keep = np.zeros(source.num_examples, bool)
   keep[ids] = True
   keep = tf.constant(keep)
-  return records.filter(lambda record: tf.gather(keep, record["id"]))
+  return records.filter(lambda record: tf.gather(keep, record['id']))
 
 
 def _seed(*values) -> tf.Tensor:
@@ -128,7 +128,7 @@ def _permuted_windows(records: tf.data.Dataset, window: int, key) -> tf.data.Dat
   """
 
   def permute(index, batch):
-    size = tf.shape(batch["id"])[0]
+    size = tf.shape(batch['id'])[0]
     order = tf.random.experimental.stateless_shuffle(
       tf.range(size), tf.random.experimental.stateless_fold_in(key, index)
     )
@@ -188,7 +188,7 @@ def train_data(
   crop: int,
   seed: int,
   resize: int | None = None,
-  preprocess: str = "bit",
+  preprocess: str = 'bit',
   ids: np.ndarray | None = None,
   start_step: int = 0,
   process_index: int | None = None,
@@ -204,29 +204,31 @@ def train_data(
   flips; 'inception' takes a random 5-100% area, 3/4-4/3 aspect crop, resized to `crop`.
   """
   share = _process_share(source, ids, global_batch_size, process_index, process_count)
-  if preprocess == "bit":
+  if preprocess == 'bit':
     if resize is None or crop > resize:
       raise ValueError(
         f"Expected 'bit' preprocessing with crop <= resize; got resize={resize}, "
-        f"crop={crop}. Pass resize (BiT-HyperRule: 160 -> 128, 512 -> 480)."
+        f'crop={crop}. Pass resize (BiT-HyperRule: 160 -> 128, 512 -> 480).'
       )
     augment = functools.partial(_bit_augment, resize=resize, crop=crop)
-  elif preprocess == "inception":
+  elif preprocess == 'inception':
     augment = functools.partial(_inception_augment, crop=crop)
   else:
-    raise ValueError(f"Expected preprocess in {PREPROCESSINGS}; got {preprocess!r}.")
+    raise ValueError(f'Expected preprocess in {PREPROCESSINGS}; got {preprocess!r}.')
 
   shard_size, batch_size = len(share.ids), share.batch_size
   if shard_size == 0:
     raise ValueError(
-      f"Expected at least one training example per process; {share.num_used} ids "
-      f"over {share.process_count} processes leave none to process "
-      f"{share.process_index}. Use more examples or fewer processes."
+      f'Expected at least one training example per process; {share.num_used} ids '
+      f'over {share.process_count} processes leave none to process '
+      f'{share.process_index}. Use more examples or fewer processes.'
     )
   if shard_size > shuffle_buffer:
     logging.warning(
-      "%s: shuffling %d examples only within windows of %d; the source order must "
-      "already be random (TFDS is, image folders are not).", source.name, shard_size,
+      '%s: shuffling %d examples only within windows of %d; the source order must '
+      'already be random (TFDS is, image folders are not).',
+      source.name,
+      shard_size,
       shuffle_buffer,
     )
   records = _records_of(source, share.ids)
@@ -247,12 +249,12 @@ def train_data(
   stream = stream.skip(into_epoch).enumerate(start=first_example)
 
   def preprocess_example(place, record):
-    image = source.decode_image(record["image"])
+    image = source.decode_image(record['image'])
     key = _seed(seed, _AUGMENT, place * share.process_count + share.process_index)
     return {
-      "image": _to_unit_range(augment(image, key)),
-      "label": _label(record["label"], source.num_classes, multi_hot),
-      "id": record["id"],
+      'image': _to_unit_range(augment(image, key)),
+      'label': _label(record['label'], source.num_classes, multi_hot),
+      'id': record['id'],
     }
 
   batches = stream.map(
@@ -262,8 +264,12 @@ def train_data(
 
 
 def process_batches(
-  source: DataSource, *, data_shards: int, process_index: int | None = None,
-  process_count: int | None = None, **train_data_kwargs,
+  source: DataSource,
+  *,
+  data_shards: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  **train_data_kwargs,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This process's part of every global batch when the data is cut into `data_shards`
   shards (a multiple of the processes): its shards' `train_data` streams, concatenated. The
@@ -278,9 +284,9 @@ def process_batches(
   ]
   for parts in zip(*streams):
     if len(parts) == 1:  # the usual case: no copy of what may be a gigabyte a step
-      yield {k: parts[0][k] for k in ("image", "label")}
+      yield {k: parts[0][k] for k in ('image', 'label')}
     else:
-      yield {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
+      yield {k: np.concatenate([p[k] for p in parts]) for k in ('image', 'label')}
 
 
 def num_eval_batches(num_examples: int, global_batch_size: int, process_count: int) -> int:
@@ -322,24 +328,24 @@ def eval_data(
   num_batches = num_eval_batches(share.num_used, global_batch_size, share.process_count)
 
   def preprocess_example(record):
-    image = tf.image.resize(source.decode_image(record["image"]), [crop, crop])
+    image = tf.image.resize(source.decode_image(record['image']), [crop, crop])
     return {
-      "image": _to_unit_range(image),
-      "label": _label(record["label"], source.num_classes, multi_hot),
-      "id": record["id"],
-      "mask": tf.constant(True),
+      'image': _to_unit_range(image),
+      'label': _label(record['label'], source.num_classes, multi_hot),
+      'id': record['id'],
+      'mask': tf.constant(True),
     }
 
   examples = _records_of(source, share.ids).map(
     preprocess_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
   )
-  label_spec = examples.element_spec["label"]
+  label_spec = examples.element_spec['label']
   padding = tf.data.Dataset.from_tensors(
     {
-      "image": tf.zeros([crop, crop, 3]),
-      "label": tf.zeros(label_spec.shape, label_spec.dtype),
-      "id": tf.constant(-1, tf.int64),
-      "mask": tf.constant(False),
+      'image': tf.zeros([crop, crop, 3]),
+      'label': tf.zeros(label_spec.shape, label_spec.dtype),
+      'id': tf.constant(-1, tf.int64),
+      'mask': tf.constant(False),
     }
   ).repeat(num_batches * share.batch_size - len(share.ids))
   batches = examples.concatenate(padding).batch(share.batch_size, drop_remainder=True)

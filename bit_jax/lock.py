@@ -31,7 +31,7 @@ def _pid_running(pid: int) -> bool:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
-  except PermissionError:       # someone else's process: it exists
+  except PermissionError:  # someone else's process: it exists
     return True
   return True
 
@@ -44,7 +44,7 @@ def _stale(owner: dict, now: float) -> bool:
 
 def is_claimed(path) -> bool:
   """Whether a live process holds the lock at `path`."""
-  owner = WorkdirLock(path)._read()    # noqa: SLF001  (one reader of the format)
+  owner = WorkdirLock(path)._read()  # noqa: SLF001  (one reader of the format)
   return owner is not None and not _stale(owner, time.time())
 
 
@@ -62,18 +62,25 @@ class WorkdirLock:
     if owner is not None:
       if not _stale(owner, now):
         raise WorkdirInUse(
-            f'{self.path.parent} is in use by pid {owner.get("pid")} on {owner.get("host")} '
-            f'(started {time.ctime(owner.get("started", 0))}, last seen '
-            f'{now - owner.get("heartbeat", now):.0f} s ago). Wait for it to finish or stop '
-            f'it; if it is gone, delete {self.path}.')
-      note = (f'Took over the stale lock of pid {owner.get("pid")} on {owner.get("host")} '
-              f'(that process is gone).')
-    self.record = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': now,
-                   'heartbeat': now, 'token': self.token}
+          f'{self.path.parent} is in use by pid {owner.get("pid")} on {owner.get("host")} '
+          f'(started {time.ctime(owner.get("started", 0))}, last seen '
+          f'{now - owner.get("heartbeat", now):.0f} s ago). Wait for it to finish or stop '
+          f'it; if it is gone, delete {self.path}.'
+        )
+      note = (
+        f'Took over the stale lock of pid {owner.get("pid")} on {owner.get("host")} '
+        f'(that process is gone).'
+      )
+    self.record = {
+      'host': socket.gethostname(),
+      'pid': os.getpid(),
+      'started': now,
+      'heartbeat': now,
+      'token': self.token,
+    }
     self._create(exclusive=owner is None)
-    if (self._read() or {}).get('token') != self.token:     # another process won the race
-      raise WorkdirInUse(f'{self.path.parent} was just taken by another process; see '
-                         f'{self.path}.')
+    if (self._read() or {}).get('token') != self.token:  # another process won the race
+      raise WorkdirInUse(f'{self.path.parent} was just taken by another process; see {self.path}.')
     return note
 
   def heartbeat(self) -> None:
@@ -92,16 +99,17 @@ class WorkdirLock:
     except FileNotFoundError:
       return None
     except (json.JSONDecodeError, OSError):
-      return {}                # a torn lock: treated as stale (no host, no heartbeat)
+      return {}  # a torn lock: treated as stale (no host, no heartbeat)
 
   def _create(self, exclusive: bool) -> None:
     content = json.dumps(self.record)
     if exclusive and files.is_local(self.path):
-      try:      # O_EXCL: of two processes starting together, exactly one creates the file
+      try:  # O_EXCL: of two processes starting together, exactly one creates the file
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
       except FileExistsError:
-        raise WorkdirInUse(f'{self.path.parent} was just taken by another process; see '
-                           f'{self.path}.') from None
+        raise WorkdirInUse(
+          f'{self.path.parent} was just taken by another process; see {self.path}.'
+        ) from None
       with os.fdopen(fd, 'w') as f:
         f.write(content)
     else:

@@ -11,7 +11,6 @@ phase's end, with its final evaluation, once.
 
 import dataclasses
 import time
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,12 +31,14 @@ from bit_jax.run_state import RunState
 @dataclasses.dataclass(frozen=True)
 class Services:
   """What every phase of a run shares: devices, checkpoints, metrics and the stop flag."""
+
   parallel: DataParallel
   checkpoints: Checkpoints
   writer: MetricWriter
   stop: StopRequest
-  lock: Optional[WorkdirLock]   # held by process 0 (None elsewhere); refreshed while alive
-  started_at: float          # `time.perf_counter()` minus the wall time of earlier processes
+  lock: WorkdirLock | None  # held by process 0 (None elsewhere); refreshed while alive
+  data_shards: int  # the input's shards (a multiple of the processes)
+  started_at: float  # `time.perf_counter()` minus the wall time of earlier processes
 
 
 @jax.jit
@@ -49,12 +50,15 @@ class PhaseLoop:
   def __init__(self, phase: Phase, optimizer, services: Services, evaluators: list):
     s = self.settings = phase.settings
     self.phase, self.services, self.evaluators = phase, services, evaluators
-    self.train_step = services.parallel.jit_train_step(steps.make_train_step(
-        phase.model(), optimizer, loss=s.loss, mixup_alpha=s.mixup_alpha,
-        batch_split=s.batch_split))
+    self.train_step = services.parallel.jit_train_step(
+      steps.make_train_step(
+        phase.model(), optimizer, loss=s.loss, mixup_alpha=s.mixup_alpha, batch_split=s.batch_split
+      )
+    )
     self.rng = jax.random.PRNGKey(s.seed + phase.index)
-    self.plateau = (schedules.Plateau(s.plateau_patience, s.plateau_factor,
-                                      s.early_stopping_patience))
+    self.plateau = schedules.Plateau(
+      s.plateau_patience, s.plateau_factor, s.early_stopping_patience
+    )
     self._pending_losses = []
 
   def run(self, train_state, run_state: RunState, batches) -> tuple[dict, RunState, str]:
@@ -66,25 +70,35 @@ class PhaseLoop:
     line = ProgressLine(s.total_steps, s.batch_size, run_state.phase_step)
     for step in range(run_state.phase_step, s.total_steps):
       lr = schedules.learning_rate(s, step, self.plateau.scale)
-      train_state, out = self.train_step(train_state, parallel.global_batch(next(batches)),
-                                         np.float32(lr), self.rng)
+      train_state, out = self.train_step(
+        train_state, parallel.global_batch(next(batches)), np.float32(lr), self.rng
+      )
       self._pending_losses.append(out['loss'])
       done, last = step + 1, step + 1 == s.total_steps
       run_state = dataclasses.replace(
-          run_state, phase_step=done, global_step=run_state.global_step + 1,
-          examples_seen=run_state.examples_seen + s.batch_size)
+        run_state,
+        phase_step=done,
+        global_step=run_state.global_step + 1,
+        examples_seen=run_state.examples_seen + s.batch_size,
+      )
       stop = not last and self._stop_now(done)
       if done % s.log_every == 0 or last or stop:
         self._log(line, run_state, lr)
-      early = (s.eval_every and done % s.eval_every == 0 and not last and
-               self._evaluate(train_state, run_state))
+      early = (
+        s.eval_every
+        and done % s.eval_every == 0
+        and not last
+        and self._evaluate(train_state, run_state)
+      )
       if stop or (s.checkpoint_every and done % s.checkpoint_every == 0 and not last):
         self.save(train_state, run_state)
       if stop:
         return train_state, run_state, 'stopped'
       if early:
-        self.services.writer.print(f'[{s.name}] early stopping after {done} steps: no better '
-                                   f'validation loss in {s.early_stopping_patience} evaluations.')
+        self.services.writer.print(
+          f'[{s.name}] early stopping after {done} steps: no better '
+          f'validation loss in {s.early_stopping_patience} evaluations.'
+        )
         return train_state, run_state, 'early_stop'
     return train_state, run_state, 'done'
 
@@ -92,33 +106,48 @@ class PhaseLoop:
     """The phase's final evaluation, recorded in the run state and saved."""
     s, writer = self.settings, self.services.writer
     metrics = evaluators_lib.evaluate(self.evaluators, train_state['params'])
-    result = {'phase': s.name, **metrics, 'steps': run_state.phase_step,
-              'examples_seen': run_state.examples_seen}
+    result = {
+      'phase': s.name,
+      **metrics,
+      'steps': run_state.phase_step,
+      'examples_seen': run_state.examples_seen,
+    }
     writer.write(run_state.global_step, **metrics)
-    writer.print(f'[{s.name}] final: ' + '  '.join(f'{k} {v:.4f}' if isinstance(v, float)
-                                                  else f'{k} {v}' for k, v in metrics.items()))
-    run_state = dataclasses.replace(run_state, phase_done=True, plateau=None,
-                                    results=(*run_state.results, result))
+    writer.print(
+      f'[{s.name}] final: '
+      + '  '.join(
+        f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in metrics.items()
+      )
+    )
+    run_state = dataclasses.replace(
+      run_state, phase_done=True, plateau=None, results=(*run_state.results, result)
+    )
     self.save(train_state, run_state)
     return run_state
 
   def save(self, train_state, run_state: RunState) -> None:
     checkpoints = self.services.checkpoints
-    if not all_finite(train_state['params']):    # never replace a good checkpoint by a bad one
-      raise RunError(f'Parameters became NaN/inf in phase {self.settings.name} by step '
-                     f'{run_state.phase_step}. Stopped without saving; {self._last_good()}. '
-                     f'Lower the learning rate (lr={self.settings.lr}) or check the data.')
+    if not all_finite(train_state['params']):  # never replace a good checkpoint by a bad one
+      raise RunError(
+        f'Parameters became NaN/inf in phase {self.settings.name} by step '
+        f'{run_state.phase_step}. Stopped without saving; {self._last_good()}. '
+        f'Lower the learning rate (lr={self.settings.lr}) or check the data.'
+      )
     elapsed = time.perf_counter() - self.services.started_at
-    checkpoints.save(train_state, dataclasses.replace(
-        run_state, elapsed_s=elapsed,
-        plateau=None if run_state.phase_done else dataclasses.asdict(self.plateau)))
+    checkpoints.save(
+      train_state,
+      dataclasses.replace(
+        run_state,
+        elapsed_s=elapsed,
+        plateau=None if run_state.phase_done else dataclasses.asdict(self.plateau),
+      ),
+    )
 
   def _last_good(self) -> str:
     latest = self.services.checkpoints.latest()
     if latest is None:
       return 'no checkpoint was saved yet'
-    return (f'the last good checkpoint is step {latest[1].global_step}, which a rerun '
-            f'resumes from')
+    return f'the last good checkpoint is step {latest[1].global_step}, which a rerun resumes from'
 
   def _stop_now(self, done: int) -> bool:
     """SIGTERM reaches processes at different times; several agree on it at logging steps."""
@@ -131,13 +160,16 @@ class PhaseLoop:
     losses = np.asarray(jax.device_get(self._pending_losses))
     self._pending_losses = []
     if not np.all(np.isfinite(losses)):
-      raise RunError(f'Loss became {losses[-1]} in phase {s.name} at step '
-                     f'{run_state.phase_step}. Stopped without saving; {self._last_good()}. '
-                     f'Lower the learning rate (lr={s.lr}) or check the data.')
+      raise RunError(
+        f'Loss became {losses[-1]} in phase {s.name} at step '
+        f'{run_state.phase_step}. Stopped without saving; {self._last_good()}. '
+        f'Lower the learning rate (lr={s.lr}) or check the data.'
+      )
     text, rate = line.line(run_state.phase_step, float(losses.mean()), lr, f'[{s.name}] ')
     writer.print(text)
-    writer.write(run_state.global_step, loss=float(losses.mean()), lr=lr, images_per_s=rate,
-                 phase=s.name)
+    writer.write(
+      run_state.global_step, loss=float(losses.mean()), lr=lr, images_per_s=rate, phase=s.name
+    )
     if self.services.lock is not None:
       self.services.lock.heartbeat()
 
@@ -146,8 +178,10 @@ class PhaseLoop:
     s = self.settings
     metrics = evaluators_lib.evaluate(self.evaluators, train_state['params'])
     self.services.writer.write(run_state.global_step, **metrics)
-    self.services.writer.print(f'[{s.name}] eval: ' + '  '.join(
-        f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float)))
+    self.services.writer.print(
+      f'[{s.name}] eval: '
+      + '  '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))
+    )
     if 'val_loss' in metrics and (s.lr_schedule == 'plateau' or s.early_stopping_patience):
       return self.plateau.update(metrics['val_loss'])
     return False

@@ -29,16 +29,19 @@ class MetricWriter:
 
   @property
   def tensorboard(self):
-    if self._tensorboard is None:   # importing TensorFlow's summary ops is slow; do it lazily
+    if self._tensorboard is None:  # importing TensorFlow's summary ops is slow; do it lazily
       from flax.metrics import tensorboard
+
       self._tensorboard = tensorboard.SummaryWriter(str(self.tensorboard_dir))
     return self._tensorboard
 
   def write(self, step: int, **scalars) -> None:
     if not self.enabled:
       return
-    record = {'step': step, **{k: v if isinstance(v, str) else float(v)
-                               for k, v in scalars.items()}}
+    record = {
+      'step': step,
+      **{k: v if isinstance(v, str) else float(v) for k, v in scalars.items()},
+    }
     try:
       self._jsonl.write(json.dumps(record) + '\n')
       self._jsonl.flush()
@@ -46,9 +49,11 @@ class MetricWriter:
         if not isinstance(value, str):
           self.tensorboard.scalar(name, float(value), step)
     except OSError as e:
-      raise RunError(f'Could not write metrics to {self.tensorboard_dir.parent} '
-                     f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
-                     f'the directory, then rerun to resume.') from None
+      raise RunError(
+        f'Could not write metrics to {self.tensorboard_dir.parent} '
+        f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
+        f'the directory, then rerun to resume.'
+      ) from None
 
   def print(self, *args) -> None:
     if self.enabled:
@@ -73,8 +78,10 @@ class ProgressLine:
     rate = (step - self._step) * self.batch_size / max(now - self._time, 1e-9)
     self._step, self._time = step, now
     eta = (self.total - step) * self.batch_size / max(rate, 1e-9)
-    return (f'{prefix}step {step}/{self.total}  loss {loss:.4f}  lr {lr:.3g}  '
-            f'{rate:.1f} img/s  ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}'), rate
+    return (
+      f'{prefix}step {step}/{self.total}  loss {loss:.4f}  lr {lr:.3g}  '
+      f'{rate:.1f} img/s  ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}'
+    ), rate
 
 
 def is_logging_process() -> bool:

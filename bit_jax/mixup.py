@@ -30,23 +30,23 @@ def mixup(
   """
   if not isinstance(alpha, numbers.Real):
     raise TypeError(
-      "Expected alpha as a Python number (static config, decided outside "
-      f"jit); got {type(alpha).__name__}. Pass the float from the config."
+      'Expected alpha as a Python number (static config, decided outside '
+      f'jit); got {type(alpha).__name__}. Pass the float from the config.'
     )
   if alpha < 0:
-    raise ValueError(f"Expected alpha >= 0 for Beta(alpha, alpha); got {alpha}.")
+    raise ValueError(f'Expected alpha >= 0 for Beta(alpha, alpha); got {alpha}.')
   if alpha == 0:
     return images, labels
-  for name, array in (("images", images), ("labels", labels)):
+  for name, array in (('images', images), ('labels', labels)):
     if not jnp.issubdtype(array.dtype, jnp.floating):
       raise TypeError(
-        f"Expected floating-point {name} (mixing integers would truncate); "
-        f"got {array.dtype}. Normalise or one-hot them before mixup."
+        f'Expected floating-point {name} (mixing integers would truncate); '
+        f'got {array.dtype}. Normalise or one-hot them before mixup.'
       )
   if images.shape[0] != labels.shape[0]:
     raise ValueError(
-      f"Expected images and labels with the same batch size; got "
-      f"{images.shape[0]} and {labels.shape[0]}."
+      f'Expected images and labels with the same batch size; got '
+      f'{images.shape[0]} and {labels.shape[0]}.'
     )
 
   batch_size = images.shape[0]

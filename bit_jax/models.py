@@ -19,7 +19,8 @@ pre-logit features when `num_classes` is None); `return_intermediates=True` retu
 """
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,18 +33,19 @@ Dtype = Any
 
 # Units per stage for each depth (the torchvision/official ResNet layouts).
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
-    14: (1, 1, 1, 1),        # not published: small enough for tests and the CPU demo
-    26: (2, 2, 2, 2),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-    200: (3, 24, 36, 3),
+  14: (1, 1, 1, 1),  # not published: small enough for tests and the CPU demo
+  26: (2, 2, 2, 2),
+  50: (3, 4, 6, 3),
+  101: (3, 4, 23, 3),
+  152: (3, 8, 36, 3),
+  200: (3, 24, 36, 3),
 }
 STAGE_STRIDES = (1, 2, 2, 2)
 
 
 class GroupNorm(nn.Module):
   """GroupNorm with per-channel `scale` and `bias` (see `ops.group_norm`)."""
+
   groups: int = GN_GROUPS
   param_dtype: Dtype = jnp.float32
   ops: str = 'auto'
@@ -66,6 +68,7 @@ class StdConv(nn.Module):
   1x1 convolutions are computed as matmuls (after subsampling for stride), which is exact and
   faster on CPU.
   """
+
   features: int
   kernel_size: int
   stride: int = 1
@@ -77,22 +80,27 @@ class StdConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param('kernel', nn.initializers.he_normal(),
-                        (k, k, x.shape[-1], self.features), self.param_dtype)
+    kernel = self.param(
+      'kernel', nn.initializers.he_normal(), (k, k, x.shape[-1], self.features), self.param_dtype
+    )
     kernel = standardize_weight(kernel).astype(self.dtype)
     x = x.astype(self.dtype)
     if k == 1 and self.pad == 0:
       if self.stride > 1:
-        x = x[:, ::self.stride, ::self.stride, :]
+        x = x[:, :: self.stride, :: self.stride, :]
       return ops_lib.implementation(self.ops).pointwise_conv(x, kernel[0, 0])
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(self.stride, self.stride),
-        padding=[(self.pad, self.pad)] * 2,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x,
+      kernel,
+      window_strides=(self.stride, self.stride),
+      padding=[(self.pad, self.pad)] * 2,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
 
 
 class BottleneckUnit(nn.Module):
   """Pre-activation bottleneck: GN/ReLU -> 1x1 -> GN/ReLU -> 3x3(stride) -> GN/ReLU -> 1x1."""
+
   mid_features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
@@ -102,8 +110,9 @@ class BottleneckUnit(nn.Module):
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.mid_features
-    conv = lambda *args, **kw: StdConv(*args, dtype=self.dtype, param_dtype=self.param_dtype,
-                                       ops=self.ops, **kw)
+    conv = lambda *args, **kw: StdConv(
+      *args, dtype=self.dtype, param_dtype=self.param_dtype, ops=self.ops, **kw
+    )
     norm = lambda name: GroupNorm(param_dtype=self.param_dtype, ops=self.ops, name=name)
     preact = nn.relu(norm('gn1')(x))
     shortcut = x
@@ -119,6 +128,7 @@ class BottleneckUnit(nn.Module):
 
 class ResNetStage(nn.Module):
   """`units` bottlenecks; the first carries the stride (and the projection)."""
+
   units: int
   mid_features: int
   stride: int
@@ -129,8 +139,14 @@ class ResNetStage(nn.Module):
   @nn.compact
   def __call__(self, x):
     for unit in range(1, self.units + 1):
-      x = BottleneckUnit(self.mid_features, self.stride if unit == 1 else 1, dtype=self.dtype,
-                         param_dtype=self.param_dtype, ops=self.ops, name=f'unit{unit:02d}')(x)
+      x = BottleneckUnit(
+        self.mid_features,
+        self.stride if unit == 1 else 1,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        ops=self.ops,
+        name=f'unit{unit:02d}',
+      )(x)
     return x
 
 
@@ -148,11 +164,12 @@ class ResNetV2(nn.Module):
     ops: 'custom' (hand-written gradients, fast on CPU), 'plain' (autodiff) or 'auto' (custom
       on the CPU, plain on GPU/TPU); the values and gradients are the same (see ops.py).
   """
+
   depth: int = 50
   width: float = 1
-  num_classes: Optional[int] = 1000
+  num_classes: int | None = 1000
   dtype: Dtype = jnp.float32
-  units: Optional[Sequence[int]] = None
+  units: Sequence[int] | None = None
   param_dtype: Dtype = jnp.float32
   ops: str = 'auto'
 
@@ -168,23 +185,42 @@ class ResNetV2(nn.Module):
   def __call__(self, x, *, return_intermediates: bool = False):
     out = {}
     root_features = int(64 * self.width)
-    x = StdConv(root_features, 7, 2, pad=3, dtype=self.dtype, param_dtype=self.param_dtype,
-                ops=self.ops, name='root_block')(x)
-    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))        # zeros, as the official code
+    x = StdConv(
+      root_features,
+      7,
+      2,
+      pad=3,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      ops=self.ops,
+      name='root_block',
+    )(x)
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # zeros, as the official code
     x = ops_lib.implementation(self.ops).max_pool_3x3_stride2(x)
     out['stem'] = x
 
     for stage, (units, stride) in enumerate(zip(self.stage_units, STAGE_STRIDES), start=1):
-      x = ResNetStage(units, root_features * 2 ** (stage - 1), stride, dtype=self.dtype,
-                      param_dtype=self.param_dtype, ops=self.ops, name=f'block{stage}')(x)
+      x = ResNetStage(
+        units,
+        root_features * 2 ** (stage - 1),
+        stride,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        ops=self.ops,
+        name=f'block{stage}',
+      )(x)
       out[f'stage{stage}'] = x
 
     x = nn.relu(GroupNorm(param_dtype=self.param_dtype, ops=self.ops, name='pre_head_norm')(x))
     x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2))
     out['pre_logits'] = x
     if self.num_classes is not None:
-      x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                   param_dtype=self.param_dtype, name='head')(x)
+      x = nn.Dense(
+        self.num_classes,
+        kernel_init=nn.initializers.zeros,
+        param_dtype=self.param_dtype,
+        name='head',
+      )(x)
       out['logits'] = x
     return (x, out) if return_intermediates else x
 
@@ -214,6 +250,7 @@ KNOWN_MODELS: dict[str, dict] = _published_models()
 @dataclasses.dataclass(frozen=True)
 class Architecture:
   """Which ResNet-V2: units per stage and width. The one place a model is built from."""
+
   units: tuple[int, int, int, int]
   width: float
 
@@ -222,8 +259,10 @@ class Architecture:
     width = float(self.width)
     object.__setattr__(self, 'width', int(width) if width.is_integer() else width)
     if len(self.units) != 4 or min(self.units) < 1 or self.width <= 0 or (64 * self.width) % 32:
-      raise ValueError(f'Expected 4 stages of >= 1 unit and 64 * width a multiple of 32 '
-                       f'(GroupNorm has 32 groups); got units {self.units}, width {self.width}.')
+      raise ValueError(
+        f'Expected 4 stages of >= 1 unit and 64 * width a multiple of 32 '
+        f'(GroupNorm has 32 groups); got units {self.units}, width {self.width}.'
+      )
 
   @classmethod
   def from_name(cls, name: str) -> 'Architecture':
@@ -234,21 +273,33 @@ class Architecture:
       return cls(DEPTHS[int(depth)], float(width))
     except (KeyError, ValueError):
       raise ValueError(
-          f'Unknown model {name!r}. Use a published name ({", ".join(sorted(KNOWN_MODELS))}) '
-          f'or an architecture R<depth>x<width> with depth in {sorted(DEPTHS)} and 64 * width '
-          f'a multiple of 32, e.g. R50x1 or R14x0.5.') from None
+        f'Unknown model {name!r}. Use a published name ({", ".join(sorted(KNOWN_MODELS))}) '
+        f'or an architecture R<depth>x<width> with depth in {sorted(DEPTHS)} and 64 * width '
+        f'a multiple of 32, e.g. R50x1 or R14x0.5.'
+      ) from None
 
   @property
   def name(self) -> str:
     depth = {units: depth for depth, units in DEPTHS.items()}.get(self.units)
     return f'R{depth}x{self.width}' if depth else f'R{list(self.units)}x{self.width}'
 
-  def model(self, num_classes: Optional[int], dtype: Dtype = jnp.float32,
-            param_dtype: Dtype = jnp.float32, ops: str = 'auto') -> ResNetV2:
-    return ResNetV2(units=self.units, width=self.width, num_classes=num_classes, dtype=dtype,
-                    param_dtype=param_dtype, ops=ops)
+  def model(
+    self,
+    num_classes: int | None,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    ops: str = 'auto',
+  ) -> ResNetV2:
+    return ResNetV2(
+      units=self.units,
+      width=self.width,
+      num_classes=num_classes,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      ops=ops,
+    )
 
 
-def create_model(name: str, num_classes: Optional[int] = None, dtype: Dtype = jnp.float32):
+def create_model(name: str, num_classes: int | None = None, dtype: Dtype = jnp.float32):
   """A `ResNetV2` for a published name or an 'R<depth>x<width>' architecture."""
   return Architecture.from_name(name).model(num_classes, dtype)

@@ -15,7 +15,7 @@ normalised in float32, float64 ones (exact-math tests) in float64.
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -48,7 +48,7 @@ def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
   n, _, c = x.shape
   count = x.shape[1] * (c // groups)
 
-  def group_sums(channel_sums):           # (n, c) -> (n, 1, c): the sum over each channel's group
+  def group_sums(channel_sums):  # (n, c) -> (n, 1, c): the sum over each channel's group
     sums = channel_sums.reshape(n, groups, 1, c // groups).sum(-1, keepdims=True)
     return jnp.broadcast_to(sums, (n, groups, 1, c // groups)).reshape(n, 1, c)
 
@@ -62,7 +62,7 @@ def _group_norm_fwd(x, scale, bias, groups):
   n, h, w, c = x.shape
   flat = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, c)
   mean, inv = _group_stats(flat, groups)
-  mul = inv * scale                     # folded into one multiply-add per element
+  mul = inv * scale  # folded into one multiply-add per element
   out = flat * mul + (bias - mean * mul)
   return out.reshape(x.shape).astype(x.dtype), (x, scale, mean, inv)
 
@@ -76,7 +76,7 @@ def _group_norm_bwd(groups, saved, grad):
   flat = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, c)
   grad = grad.astype(flat.dtype).reshape(n, h * w, c)
   normalized = (flat - mean) * inv
-  sum_grad = jnp.sum(grad, axis=1)                        # (n, c)
+  sum_grad = jnp.sum(grad, axis=1)  # (n, c)
   sum_grad_normalized = jnp.sum(grad * normalized, axis=1)
   count = h * w * (c // groups)
 
@@ -84,15 +84,18 @@ def _group_norm_bwd(groups, saved, grad):
     sums = (channel_sums * scale).reshape(n, groups, 1, c // groups).sum(-1, keepdims=True)
     return jnp.broadcast_to(sums / count, (n, groups, 1, c // groups)).reshape(n, 1, c)
 
-  dx = inv * (grad * scale - group_means(sum_grad)
-              - normalized * group_means(sum_grad_normalized))
-  return (dx.reshape(x.shape).astype(x.dtype), jnp.sum(sum_grad_normalized, axis=0),
-          jnp.sum(sum_grad, axis=0))
+  dx = inv * (grad * scale - group_means(sum_grad) - normalized * group_means(sum_grad_normalized))
+  return (
+    dx.reshape(x.shape).astype(x.dtype),
+    jnp.sum(sum_grad_normalized, axis=0),
+    jnp.sum(sum_grad, axis=0),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array,
-               groups: int = GN_GROUPS) -> jax.Array:
+def group_norm(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int = GN_GROUPS
+) -> jax.Array:
   """GroupNorm over (H, W, channels-in-group) with the two-pass biased variance.
 
   Statistics are taken in at least float32 whatever the activation dtype, and the normalisation is
@@ -132,7 +135,9 @@ pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 def _pool_windows(x: jax.Array) -> list[jax.Array]:
   """The nine strided views of a 3x3/2 VALID max-pool, in row-major window order."""
   rows, cols = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-  return [x[:, i:i + 2 * rows - 1:2, j:j + 2 * cols - 1:2] for i in range(3) for j in range(3)]
+  return [
+    x[:, i : i + 2 * rows - 1 : 2, j : j + 2 * cols - 1 : 2] for i in range(3) for j in range(3)
+  ]
 
 
 @jax.custom_vjp
@@ -165,17 +170,24 @@ def _max_pool_bwd(saved, grad):
     taken = taken | first_max
     # Scatter back to rows i, i + 2, ... and columns j, j + 2, ...: a pad with interior zeros.
     grad_x = grad_x + jax.lax.pad(
-        jnp.where(first_max, grad, zero), zero,
-        [(0, 0, 0), (i, height - i - (2 * rows - 1), 1), (j, width - j - (2 * cols - 1), 1),
-         (0, 0, 0)])
+      jnp.where(first_max, grad, zero),
+      zero,
+      [
+        (0, 0, 0),
+        (i, height - i - (2 * rows - 1), 1),
+        (j, width - j - (2 * cols - 1), 1),
+        (0, 0, 0),
+      ],
+    )
   return (grad_x,)
 
 
 max_pool_3x3_stride2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def plain_group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array,
-                     groups: int = GN_GROUPS) -> jax.Array:
+def plain_group_norm(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int = GN_GROUPS
+) -> jax.Array:
   """GroupNorm as the textbook formula (two-pass biased variance), for autodiff."""
   n, h, w, c = x.shape
   grouped = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, groups, c // groups)
@@ -202,8 +214,8 @@ class Ops:
 
 
 IMPLEMENTATIONS = {
-    'custom': Ops(group_norm, pointwise_conv, max_pool_3x3_stride2),
-    'plain': Ops(plain_group_norm, plain_pointwise_conv, plain_max_pool_3x3_stride2),
+  'custom': Ops(group_norm, pointwise_conv, max_pool_3x3_stride2),
+  'plain': Ops(plain_group_norm, plain_pointwise_conv, plain_max_pool_3x3_stride2),
 }
 CHOICES = ('auto', *IMPLEMENTATIONS)
 

@@ -23,13 +23,16 @@ def frozen_mask(params, freeze: str):
   flat = traverse_util.flatten_dict(params)
   mask = {path: bool(pattern and pattern.search('/'.join(path))) for path in flat}
   if pattern and not any(mask.values()):
-    raise ValueError(f'freeze={freeze!r} matches no parameter. Paths look like: '
-                     f'{", ".join(parameter_paths(params)[:4])}, ..., head/kernel.')
+    raise ValueError(
+      f'freeze={freeze!r} matches no parameter. Paths look like: '
+      f'{", ".join(parameter_paths(params)[:4])}, ..., head/kernel.'
+    )
   return traverse_util.unflatten_dict(mask)
 
 
-def make_optimizer(params, *, momentum: float = 0.9, weight_decay: float = 0.0,
-                   freeze: str = '') -> optax.GradientTransformation:
+def make_optimizer(
+  params, *, momentum: float = 0.9, weight_decay: float = 0.0, freeze: str = ''
+) -> optax.GradientTransformation:
   """Momentum SGD direction (lr applied by the caller). Weight decay is coupled, as in SGD,
   and touches kernels only, not GroupNorm scales/biases or the head bias. Frozen parameters
   get zero updates and no momentum buffer, so they stay bit-identical."""
@@ -44,6 +47,6 @@ def make_optimizer(params, *, momentum: float = 0.9, weight_decay: float = 0.0,
   labels = traverse_util.path_aware_map(lambda path, _: path, params)
   mask = traverse_util.flatten_dict(frozen_mask(params, freeze))
   labels = traverse_util.unflatten_dict(
-      {path: 'frozen' if mask[path] else 'trained'
-       for path in traverse_util.flatten_dict(labels)})
+    {path: 'frozen' if mask[path] else 'trained' for path in traverse_util.flatten_dict(labels)}
+  )
   return optax.multi_transform({'trained': sgd, 'frozen': optax.set_to_zero()}, labels)

@@ -19,24 +19,32 @@ class DataParallel:
 
   def global_batch(self, local_batch: dict) -> dict:
     """This process's numpy batch -> global arrays sharded over the mesh ('id' stays here)."""
-    return {k: jax.make_array_from_process_local_data(self.sharded, v)
-            for k, v in local_batch.items() if k != 'id'}
+    return {
+      k: jax.make_array_from_process_local_data(self.sharded, v)
+      for k, v in local_batch.items()
+      if k != 'id'
+    }
 
   def jit_train_step(self, train_step):
     """`train_step(state, batch, lr, rng)` with the state donated: updated in place."""
-    return jax.jit(train_step, in_shardings=(self.replicated, self.sharded, None, None),
-                   out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+    return jax.jit(
+      train_step,
+      in_shardings=(self.replicated, self.sharded, None, None),
+      out_shardings=(self.replicated, self.replicated),
+      donate_argnums=0,
+    )
 
   def jit_eval_step(self, eval_step):
-    return jax.jit(eval_step, in_shardings=(self.replicated, self.sharded),
-                   out_shardings=self.replicated)
+    return jax.jit(
+      eval_step, in_shardings=(self.replicated, self.sharded), out_shardings=self.replicated
+    )
 
 
 def broadcast_text(text: str, limit: int = 4096) -> str:
   """Process 0's `text` on every process (all processes must call it)."""
   data = np.zeros(limit, np.uint8)
   encoded = text.encode()[:limit]
-  data[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+  data[: len(encoded)] = np.frombuffer(encoded, np.uint8)
   return bytes(multihost_utils.broadcast_one_to_all(data)).rstrip(b'\0').decode(errors='replace')
 
 

@@ -27,7 +27,6 @@ phases.json stores, `table()` what `--dry_run` prints.
 import dataclasses
 import hashlib
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -46,34 +45,36 @@ EVAL_LABEL_SAMPLE = 256
 class PhaseData:
   train: data_sources.DataSource
   eval: data_sources.DataSource
-  train_ids: np.ndarray                 # the training examples (a subset, minus the holdout)
-  val_ids: Optional[np.ndarray]         # held out of `train` for validation, or None
+  train_ids: np.ndarray  # the training examples (a subset, minus the holdout)
+  val_ids: np.ndarray | None  # held out of `train` for validation, or None
 
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
   """One resolved phase: every field decided (`settings`), its model and its data."""
+
   index: int
   settings: ml_collections.FrozenConfigDict
   architecture: models.Architecture
   data: PhaseData
-  notes: tuple[str, ...] = ()           # printed at the start of the phase
+  notes: tuple[str, ...] = ()  # printed at the start of the phase
 
   @property
   def name(self) -> str:
     return self.settings.name
 
-  def model(self, num_classes: Optional[int] = -1):
+  def model(self, num_classes: int | None = -1):
     """The phase's model (its own head size unless `num_classes` is given)."""
     s = self.settings
-    return self.architecture.model(s.num_classes if num_classes == -1 else num_classes,
-                                   dtype=jnp.dtype(s.dtype), ops=s.ops)
+    return self.architecture.model(
+      s.num_classes if num_classes == -1 else num_classes, dtype=jnp.dtype(s.dtype), ops=s.ops
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
   phases: tuple[Phase, ...]
-  data_shards: int                      # input shards: a multiple of the processes
+  data_shards: int  # input shards: a multiple of the processes
 
   def records(self) -> list[dict]:
     """Every resolved value of every phase, as JSON types (phases.json)."""
@@ -81,8 +82,19 @@ class Plan:
 
   def table(self) -> str:
     """One row per phase: what the HyperRule and the defaults picked."""
-    columns = ('phase', 'data', 'examples', 'steps', 'batch', 'lr', 'res', 'mixup', 'init',
-               'head', 'freeze')
+    columns = (
+      'phase',
+      'data',
+      'examples',
+      'steps',
+      'batch',
+      'lr',
+      'res',
+      'mixup',
+      'init',
+      'head',
+      'freeze',
+    )
     rows = [columns] + [_row(p) for p in self.phases]
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -90,14 +102,23 @@ class Plan:
 
 def _row(phase: Phase) -> tuple[str, ...]:
   s = phase.settings
-  subset = (f', {s.shots}/class' if s.shots else f', {s.fraction:.0%}' if s.fraction else '')
+  subset = f', {s.shots}/class' if s.shots else f', {s.fraction:.0%}' if s.fraction else ''
   classes = f'[{",".join(map(str, s.classes))}]' if s.classes else ''
   holdout = f' (-{len(phase.data.val_ids)} val)' if phase.data.val_ids is not None else ''
   init = s.init if len(s.init) <= 30 else '...' + s.init[-27:]
-  return (s.name, f'{s.dataset}{classes}/{s.train_split}{subset} -> {s.eval_split}',
-          f'{s.num_examples}{holdout}', str(s.total_steps), str(s.batch_size),
-          f'{s.lr:.4g} {s.lr_schedule}', f'{s.resize}->{s.crop}', f'{s.mixup_alpha:g}',
-          f'{init} ({phase.architecture.name})', s.head, repr(s.freeze))
+  return (
+    s.name,
+    f'{s.dataset}{classes}/{s.train_split}{subset} -> {s.eval_split}',
+    f'{s.num_examples}{holdout}',
+    str(s.total_steps),
+    str(s.batch_size),
+    f'{s.lr:.4g} {s.lr_schedule}',
+    f'{s.resize}->{s.crop}',
+    f'{s.mixup_alpha:g}',
+    f'{init} ({phase.architecture.name})',
+    s.head,
+    repr(s.freeze),
+  )
 
 
 def json_safe(value):
@@ -112,31 +133,39 @@ def json_safe(value):
 
 # --- resolving one phase -----------------------------------------------------------------
 
+
 def _sources(s) -> tuple[data_sources.DataSource, data_sources.DataSource]:
   splits = {}
   for split in dict.fromkeys((s.train_split, s.eval_split)):
     try:
       splits[split] = data_sources.get_source(
-          s.dataset, split, data_dir=s.data_dir, classes=s.classes, label_key=s.label_key,
-          skip_corrupt=s.skip_corrupt)
+        s.dataset,
+        split,
+        data_dir=s.data_dir,
+        classes=s.classes,
+        label_key=s.label_key,
+        skip_corrupt=s.skip_corrupt,
+      )
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
-      raise ConfigError(f'cannot load dataset {s.dataset!r} split {split!r} (data_dir '
-                        f'{s.data_dir!r}): {e}') from None
+      raise ConfigError(
+        f'cannot load dataset {s.dataset!r} split {split!r} (data_dir {s.data_dir!r}): {e}'
+      ) from None
   return splits[s.train_split], splits[s.eval_split]
 
 
-def _training_ids(s, source) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _training_ids(s, source) -> tuple[np.ndarray, np.ndarray | None]:
   """(training ids, validation ids or None); labels are read only when a subset needs them."""
   if not (s.shots or s.fraction or s.val_fraction):
     return np.arange(source.num_examples, dtype=np.int64), None
   if source.multi_label:
-    raise ConfigError(f'{source.name} has several labels per example; shots, fraction and '
-                      f'val_fraction need one. Train on the whole split.')
+    raise ConfigError(
+      f'{source.name} has several labels per example; shots, fraction and '
+      f'val_fraction need one. Train on the whole split.'
+    )
   labels = source.labels()
   candidates, val_ids = None, None
   if s.val_fraction:
-    candidates, val_ids = subsets.holdout_split(labels, s.subset_seed,
-                                                val_fraction=s.val_fraction)
+    candidates, val_ids = subsets.holdout_split(labels, s.subset_seed, val_fraction=s.val_fraction)
   if s.shots:
     ids = subsets.per_class(labels, s.shots, s.subset_seed, within=candidates)
   elif s.fraction:
@@ -154,9 +183,11 @@ def _check_labels(s, train, evaluate, num_classes, ids) -> None:
     absent = np.flatnonzero(counts == 0)
     if len(absent) and not (s.shots or s.fraction):
       names = [train.class_names[c] if train.class_names else str(c) for c in absent[:10]]
-      raise ConfigError(f'{train.name} has no training images of class {", ".join(names)}; '
-                        f'a class never trained on cannot be learnt. Add images or keep '
-                        f'only the classes present (classes=...).')
+      raise ConfigError(
+        f'{train.name} has no training images of class {", ".join(names)}; '
+        f'a class never trained on cannot be learnt. Add images or keep '
+        f'only the classes present (classes=...).'
+      )
   if evaluate.multi_label:
     return
   if evaluate.labels_in_memory:
@@ -167,45 +198,59 @@ def _check_labels(s, train, evaluate, num_classes, ids) -> None:
   bad = labels[(labels < 0) | (labels >= num_classes)]
   if len(bad):
     raise ConfigError(
-        f'eval split {s.eval_split!r} of {s.dataset} has labels outside [0, {num_classes}) '
-        f'(e.g. {bad[0]}): it has no usable labels, so every accuracy would be 0. Evaluate '
-        f'on a labelled split, e.g. --config.eval_split=validation.')
+      f'eval split {s.eval_split!r} of {s.dataset} has labels outside [0, {num_classes}) '
+      f'(e.g. {bad[0]}): it has no usable labels, so every accuracy would be 0. Evaluate '
+      f'on a labelled split, e.g. --config.eval_split=validation.'
+    )
 
 
-def _image_hw(s, source) -> Optional[tuple[int, int]]:
+def _image_hw(s, source) -> tuple[int, int] | None:
   if s.resize is not None and s.crop is not None:
     return None
   image_hw = hyperrule.image_size(s.dataset, s.data_dir)
-  if image_hw is None:      # unknown dataset: read the size from the data, as the HyperRule needs it
+  if image_hw is None:  # unknown dataset: read the size from the data, as the HyperRule needs it
     image_hw = hyperrule.image_size_from_examples(
-        r['image'] for r in source.records().take(256).as_numpy_iterator())
+      r['image'] for r in source.records().take(256).as_numpy_iterator()
+    )
   return image_hw
 
 
-def fill_from_hyperrule(phase: ml_collections.ConfigDict, *, num_examples: int,
-                        image_hw: Optional[tuple[int, int]],
-                        num_classes: int) -> ml_collections.ConfigDict:
+def fill_from_hyperrule(
+  phase: ml_collections.ConfigDict,
+  *,
+  num_examples: int,
+  image_hw: tuple[int, int] | None,
+  num_classes: int,
+) -> ml_collections.ConfigDict:
   """Fill every unset HyperRule-derived field of `phase` for its `num_examples` examples."""
   phase = ml_collections.ConfigDict(phase.to_dict())
   rule = hyperrule.schedule(num_examples)
   if phase.num_classes is None:
     phase.num_classes = num_classes
   if phase.lr is None:
-    phase.lr = (phase.base_lr if phase.lr_scaling == 'none' else
-                hyperrule.linearly_scaled_lr(phase.batch_size, phase.base_lr, phase.base_batch))
+    phase.lr = (
+      phase.base_lr
+      if phase.lr_scaling == 'none'
+      else hyperrule.linearly_scaled_lr(phase.batch_size, phase.base_lr, phase.base_batch)
+    )
   steps_per_epoch = num_examples / phase.batch_size
   if phase.total_steps is None:
-    phase.total_steps = (math.ceil(phase.epochs * steps_per_epoch)
-                         if phase.epochs else rule.total_steps)
+    phase.total_steps = (
+      math.ceil(phase.epochs * steps_per_epoch) if phase.epochs else rule.total_steps
+    )
   scale = phase.total_steps / rule.total_steps
   if phase.warmup_steps is None:
-    phase.warmup_steps = (round(phase.warmup_epochs * steps_per_epoch)
-                          if phase.warmup_epochs is not None else
-                          round(rule.warmup_steps * scale))
+    phase.warmup_steps = (
+      round(phase.warmup_epochs * steps_per_epoch)
+      if phase.warmup_epochs is not None
+      else round(rule.warmup_steps * scale)
+    )
   if phase.decay_steps is None:
-    phase.decay_steps = (tuple(round(e * steps_per_epoch) for e in phase.decay_epochs)
-                         if phase.decay_epochs is not None else
-                         tuple(round(b * scale) for b in rule.decay_boundaries))
+    phase.decay_steps = (
+      tuple(round(e * steps_per_epoch) for e in phase.decay_epochs)
+      if phase.decay_epochs is not None
+      else tuple(round(b * scale) for b in rule.decay_boundaries)
+    )
   if phase.mixup_alpha is None:
     phase.mixup_alpha = hyperrule.mixup_alpha(num_examples)
   if phase.resize is None or phase.crop is None:
@@ -222,7 +267,7 @@ def _task(s) -> tuple:
   return (s.dataset, s.train_split, tuple(s.classes or ()), s.label_key, s.num_classes)
 
 
-def _architecture_and_head(s, previous: Optional[Phase]) -> tuple[models.Architecture, str]:
+def _architecture_and_head(s, previous: Phase | None) -> tuple[models.Architecture, str]:
   """The phase's architecture and its head rule, checked against what it starts from."""
   if s.init == 'scratch':
     if s.head == 'keep':
@@ -237,15 +282,19 @@ def _architecture_and_head(s, previous: Optional[Phase]) -> tuple[models.Archite
     same_task = _task(s) == _task(previous.settings)
     head = s.head or ('keep' if same_task else 'reset')
     if head == 'keep' and s.num_classes != previous.settings.num_classes:
-      raise ConfigError(f"head='keep' but the previous phase's head has "
-                        f'{previous.settings.num_classes} classes and this one needs '
-                        f'{s.num_classes}.')
+      raise ConfigError(
+        f"head='keep' but the previous phase's head has "
+        f'{previous.settings.num_classes} classes and this one needs '
+        f'{s.num_classes}.'
+      )
     return previous.architecture, head
   try:
     architecture, head_classes = pretrained.describe(s.init)
     if s.head == 'keep' and head_classes != s.num_classes:
-      raise ConfigError(f"head='keep' but {s.init} has a head of {head_classes} classes and "
-                        f'the task has {s.num_classes}.')
+      raise ConfigError(
+        f"head='keep' but {s.init} has a head of {head_classes} classes and "
+        f'the task has {s.num_classes}.'
+      )
     if pretrained.detect_format(s.init) == 'npz' and s.init not in models.KNOWN_MODELS:
       shapes = pretrained.npz_shapes(s.init)
       pretrained.check_fit(shapes, architecture.model(s.num_classes), s.head == 'keep')
@@ -254,7 +303,7 @@ def _architecture_and_head(s, previous: Optional[Phase]) -> tuple[models.Archite
   return architecture, s.head or 'reset'
 
 
-def _freeze_note(s, model) -> Optional[str]:
+def _freeze_note(s, model) -> str | None:
   if not s.freeze:
     return None
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
@@ -269,15 +318,21 @@ def _freeze_note(s, model) -> Optional[str]:
 
 def _check_batches(s, device_count: int, data_shards: int) -> None:
   if s.batch_size % device_count:
-    raise ConfigError(f'batch_size={s.batch_size} does not divide over {device_count} '
-                      f'devices; use a multiple of {device_count}.')
+    raise ConfigError(
+      f'batch_size={s.batch_size} does not divide over {device_count} '
+      f'devices; use a multiple of {device_count}.'
+    )
   if s.batch_size % (s.batch_split * data_shards):
-    raise ConfigError(f'batch_size={s.batch_size} must be a multiple of batch_split '
-                      f'({s.batch_split}) times data_shards ({data_shards}).')
+    raise ConfigError(
+      f'batch_size={s.batch_size} must be a multiple of batch_split '
+      f'({s.batch_split}) times data_shards ({data_shards}).'
+    )
   eval_batch = s.eval_batch_size or s.batch_size
   if eval_batch % device_count:
-    raise ConfigError(f'eval batch {eval_batch} does not divide over {device_count} devices; '
-                      f'set eval_batch_size to a multiple of {device_count}.')
+    raise ConfigError(
+      f'eval batch {eval_batch} does not divide over {device_count} devices; '
+      f'set eval_batch_size to a multiple of {device_count}.'
+    )
 
 
 def _check_fewshot(s) -> None:
@@ -285,8 +340,9 @@ def _check_fewshot(s) -> None:
     return
   dataset = s.fewshot_dataset or s.dataset
   try:
-    source = data_sources.get_source(dataset, s.train_split, data_dir=s.data_dir,
-                                     classes=s.fewshot_classes)
+    source = data_sources.get_source(
+      dataset, s.train_split, data_dir=s.data_dir, classes=s.fewshot_classes
+    )
     if source.multi_label:
       raise ValueError('the probe needs one label per example')
     subsets.per_class(source.labels(), max(s.fewshot_shots), s.subset_seed)
@@ -301,55 +357,72 @@ def _ids_digest(*ids) -> str:
   return digest.hexdigest()[:16]
 
 
-def resolve_phase(s: ml_collections.ConfigDict, previous: Optional[Phase], *,
-                  device_count: int, data_shards: int) -> Phase:
+def resolve_phase(
+  s: ml_collections.ConfigDict, previous: Phase | None, *, device_count: int, data_shards: int
+) -> Phase:
   check_fields(s)
   unset = {k for k, v in s.items() if v is None}
   if s.eval_split is None:
     s.eval_split = data_sources.default_eval_split(s.dataset)
   train, evaluate = _sources(s)
   if train.multi_label and s.loss != 'sigmoid':
-    raise ConfigError(f"{train.name} has several labels per example: use loss='sigmoid' "
-                      f"(independent binary losses), as BiT-M does on ImageNet-21k.")
+    raise ConfigError(
+      f"{train.name} has several labels per example: use loss='sigmoid' "
+      f'(independent binary losses), as BiT-M does on ImageNet-21k.'
+    )
   ids, val_ids = _training_ids(s, train)
   num_classes = s.num_classes or train.num_classes
   if num_classes < train.num_classes:
     raise ConfigError(f'num_classes={num_classes} but {train.name} has {train.num_classes}.')
   _check_labels(s, train, evaluate, num_classes, ids)
-  s = fill_from_hyperrule(s, num_examples=len(ids), image_hw=_image_hw(s, train),
-                          num_classes=train.num_classes)
+  s = fill_from_hyperrule(
+    s, num_examples=len(ids), image_hw=_image_hw(s, train), num_classes=train.num_classes
+  )
   if s.total_steps and s.lr_schedule == 'hyperrule':
-    hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)   # ordered?
+    hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)  # ordered?
   architecture, s.head = _architecture_and_head(s, previous)
   s.multi_label = train.multi_label
-  s.derived = sorted(k for k in unset if s[k] is not None)   # resolved here, not given
+  s.derived = sorted(k for k in unset if s[k] is not None)  # resolved here, not given
   s.architecture = architecture.name
   s.data_digest = _ids_digest(ids, val_ids)
   _check_batches(s, device_count, data_shards)
   _check_fewshot(s)
-  phase = Phase(s.index, ml_collections.FrozenConfigDict(s), architecture,
-                PhaseData(train, evaluate, ids, val_ids))
+  phase = Phase(
+    s.index,
+    ml_collections.FrozenConfigDict(s),
+    architecture,
+    PhaseData(train, evaluate, ids, val_ids),
+  )
   note = _freeze_note(s, phase.model())
   return dataclasses.replace(phase, notes=(note,) if note else ())
 
 
-def resolve(config: ml_collections.ConfigDict, *, device_count: Optional[int] = None,
-            process_count: Optional[int] = None) -> Plan:
+def resolve(
+  config: ml_collections.ConfigDict,
+  *,
+  device_count: int | None = None,
+  process_count: int | None = None,
+) -> Plan:
   """The checked plan of `config` on this machine's devices and processes."""
   device_count = device_count or jax.device_count()
   process_count = process_count or jax.process_count()
   data_shards = config.get('data_shards') or process_count
   if data_shards % process_count:
-    raise ConfigError(f'data_shards={data_shards} must be a multiple of the {process_count} '
-                      f'processes.')
+    raise ConfigError(
+      f'data_shards={data_shards} must be a multiple of the {process_count} processes.'
+    )
   phases = []
   for s in phase_configs(config):
     try:
-      phases.append(resolve_phase(s, phases[-1] if phases else None,
-                                  device_count=device_count, data_shards=data_shards))
+      phases.append(
+        resolve_phase(
+          s, phases[-1] if phases else None, device_count=device_count, data_shards=data_shards
+        )
+      )
     except ConfigError as e:
-      raise ConfigError(f'Phase {s.name}: {e}' if not str(e).startswith('Phase ') else str(e)
-                        ) from None
-    except ValueError as e:        # subsets, the HyperRule schedule, the pipeline's checks
+      raise ConfigError(
+        f'Phase {s.name}: {e}' if not str(e).startswith('Phase ') else str(e)
+      ) from None
+    except ValueError as e:  # subsets, the HyperRule schedule, the pipeline's checks
       raise ConfigError(f'Phase {s.name}: {e}') from None
   return Plan(tuple(phases), data_shards)

@@ -36,7 +36,7 @@ from bit_jax import data_sources, files, input_pipeline, pretrained
 from bit_jax.errors import ConfigError, UserError
 from bit_jax.run_state import Workdir
 
-UPSTREAM_CROP = 224     # the resolution BiT-S and BiT-M were pre-trained at
+UPSTREAM_CROP = 224  # the resolution BiT-S and BiT-M were pre-trained at
 LAYERS = ('pre_logits', 'logits', 'stem', 'stage1', 'stage2', 'stage3', 'stage4')
 
 
@@ -57,14 +57,13 @@ def load_model(spec: str, crop=None):
 
 def _image_paths(spec: str) -> list[str]:
   if any(c in spec for c in '*?['):
-    found = (glob_lib.glob(spec, recursive=True) if '://' not in spec else
-             tf.io.gfile.glob(spec))
-    return sorted(p for p in found if os.path.splitext(p)[1].lower() in
-                  data_sources.IMAGE_SUFFIXES)
+    found = glob_lib.glob(spec, recursive=True) if '://' not in spec else tf.io.gfile.glob(spec)
+    return sorted(p for p in found if os.path.splitext(p)[1].lower() in data_sources.IMAGE_SUFFIXES)
   root = epath.Path(spec)
   if not root.is_dir():
-    raise ConfigError(f'--images={spec}: no such folder (give a folder, a glob or '
-                      f'tfds:<name>/<split>).')
+    raise ConfigError(
+      f'--images={spec}: no such folder (give a folder, a glob or tfds:<name>/<split>).'
+    )
   return [str(p) for p in data_sources.images_under(root)]
 
 
@@ -77,43 +76,64 @@ def image_source(spec: str, class_names, data_dir=None):
       source = data_sources.tfds_source(name, split, data_dir=data_dir)
     except (ValueError, FileNotFoundError) as e:
       raise ConfigError(f'--images={spec}: {e}') from None
-    lookup = np.array([class_names.index(c) if c in class_names else -1
-                       for c in source.class_names or ()], np.int32)
+    lookup = np.array(
+      [class_names.index(c) if c in class_names else -1 for c in source.class_names or ()], np.int32
+    )
     table = tf.constant(lookup)
     relabelled = lambda: source.undecoded_records().map(
-        lambda r: {**r, 'label': tf.gather(table, r['label'])})
+      lambda r: {**r, 'label': tf.gather(table, r['label'])}
+    )
     labels = lambda: lookup[source.labels()]
     ids = [f'{spec}#{i}' for i in range(source.num_examples)]
-    return data_sources.DataSource(
-        f'{spec}', source.num_examples, len(class_names), relabelled,
-        source.decode_image, labels, class_names=class_names), ids, ()
+    return (
+      data_sources.DataSource(
+        f'{spec}',
+        source.num_examples,
+        len(class_names),
+        relabelled,
+        source.decode_image,
+        labels,
+        class_names=class_names,
+      ),
+      ids,
+      (),
+    )
   paths = _image_paths(spec)
   if not paths:
-    raise ConfigError(f'--images={spec}: found no {"/".join(data_sources.IMAGE_SUFFIXES)} '
-                      f'files.')
+    raise ConfigError(f'--images={spec}: found no {"/".join(data_sources.IMAGE_SUFFIXES)} files.')
   bad = set(data_sources.undecodable(paths))
   skipped = [p for i, p in enumerate(paths) if i in bad]
   paths = [p for i, p in enumerate(paths) if i not in bad]
   folder = lambda p: os.path.basename(os.path.dirname(p))
-  labels = np.array([class_names.index(folder(p)) if folder(p) in class_names else -1
-                     for p in paths], np.int32)
+  labels = np.array(
+    [class_names.index(folder(p)) if folder(p) in class_names else -1 for p in paths], np.int32
+  )
   records = lambda: tf.data.Dataset.from_tensor_slices(
-      {'path': paths, 'label': labels, 'id': np.arange(len(paths), dtype=np.int64)}).map(
-          lambda f: {'image': tf.io.read_file(f['path']), 'label': f['label'], 'id': f['id']})
-  source = data_sources.DataSource(spec, len(paths), len(class_names), records,
-                                   data_sources.decode_encoded_image, lambda: labels.copy(),
-                                   class_names=class_names, labels_in_memory=True)
+    {'path': paths, 'label': labels, 'id': np.arange(len(paths), dtype=np.int64)}
+  ).map(lambda f: {'image': tf.io.read_file(f['path']), 'label': f['label'], 'id': f['id']})
+  source = data_sources.DataSource(
+    spec,
+    len(paths),
+    len(class_names),
+    records,
+    data_sources.decode_encoded_image,
+    lambda: labels.copy(),
+    class_names=class_names,
+    labels_in_memory=True,
+  )
   return source, paths, tuple(skipped)
 
 
 def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, quiet=False):
   """(logits [n, K], features [n, ...] of `layer`, labels [n]) of every example, in id order."""
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x, return_intermediates=True))
-  batches = input_pipeline.eval_data(source, global_batch_size=batch_size, crop=crop,
-                                     process_index=0, process_count=1)
+  batches = input_pipeline.eval_data(
+    source, global_batch_size=batch_size, crop=crop, process_index=0, process_count=1
+  )
   logits, features, labels, ids = [], [], [], []
-  for batch in tqdm.tqdm(batches, total=len(batches), desc='predict', unit='batch',
-                         disable=quiet, file=sys.stderr):
+  for batch in tqdm.tqdm(
+    batches, total=len(batches), desc='predict', unit='batch', disable=quiet, file=sys.stderr
+  ):
     out, intermediates = apply(params, jnp.asarray(batch['image']))
     mask = batch['mask']
     logits.append(np.asarray(out, np.float32)[mask])
@@ -127,8 +147,9 @@ def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, qui
 def predictions_csv(names, logits, labels, class_names, top_k: int) -> str:
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   top = np.argsort(-probabilities, axis=1)[:, :top_k]
-  header = ['image', 'label'] + [f'{kind}{i}' for i in range(1, top_k + 1)
-                                 for kind in ('class', 'probability')]
+  header = ['image', 'label'] + [
+    f'{kind}{i}' for i in range(1, top_k + 1) for kind in ('class', 'probability')
+  ]
   lines = [','.join(header)]
   for name, label, row, p in zip(names, labels, top, probabilities):
     cells = [_csv_cell(name), _csv_cell(class_names[label] if label >= 0 else '')]
@@ -148,8 +169,10 @@ def accuracy(logits, labels, k: int) -> float:
 
 def confusion_png(logits, labels, class_names) -> bytes:
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   n = len(class_names)
   matrix = np.zeros((n, n), np.int64)
   np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
@@ -171,14 +194,15 @@ def confusion_png(logits, labels, class_names) -> bytes:
 
 
 def define_flags():
-  flags.DEFINE_string('model', None, "A run's workdir, an .npz, a published BiT name or "
-                      'hf-hub:<org>/<name>.')
+  flags.DEFINE_string(
+    'model', None, "A run's workdir, an .npz, a published BiT name or hf-hub:<org>/<name>."
+  )
   flags.DEFINE_string('images', None, 'A folder, a glob, or tfds:<name>/<split>.')
   flags.DEFINE_string('out', 'predictions.csv', 'The CSV of predictions.')
   flags.DEFINE_string('features', None, 'Also write the features of --layer to this .npz.')
   flags.DEFINE_enum('layer', 'pre_logits', LAYERS, 'Which features --features writes.')
   flags.DEFINE_integer('top_k', 5, 'Classes per image in the CSV.')
-  flags.DEFINE_integer('crop', None, 'Image side; default: the run\'s, else 224.')
+  flags.DEFINE_integer('crop', None, "Image side; default: the run's, else 224.")
   flags.DEFINE_integer('batch_size', 64, 'Images per batch.')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir for tfds:... images.')
 
@@ -192,27 +216,44 @@ def main(argv):
   try:
     model, params, class_names, crop = load_model(FLAGS.model, FLAGS.crop)
     source, names, skipped = image_source(FLAGS.images, class_names, FLAGS.data_dir)
-    logits, features, labels = infer(model, params, source, crop=crop, layer=FLAGS.layer,
-                                     batch_size=FLAGS.batch_size)
-    files.write_atomic(FLAGS.out, predictions_csv(names, logits, labels, class_names,
-                                                  min(FLAGS.top_k, len(class_names))))
+    logits, features, labels = infer(
+      model, params, source, crop=crop, layer=FLAGS.layer, batch_size=FLAGS.batch_size
+    )
+    files.write_atomic(
+      FLAGS.out,
+      predictions_csv(names, logits, labels, class_names, min(FLAGS.top_k, len(class_names))),
+    )
     if FLAGS.features:
-      files.write_npz(FLAGS.features, {'features': features, 'labels': labels,
-                                       'ids': np.array(names), 'layer': np.array(FLAGS.layer),
-                                       'class_names': np.array(class_names)})
+      files.write_npz(
+        FLAGS.features,
+        {
+          'features': features,
+          'labels': labels,
+          'ids': np.array(names),
+          'layer': np.array(FLAGS.layer),
+          'class_names': np.array(class_names),
+        },
+      )
   except UserError as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
-  print(f'{len(names)} images at {crop}x{crop} -> {FLAGS.out}' +
-        (f'; features ({FLAGS.layer}) -> {FLAGS.features}' if FLAGS.features else ''))
+  print(
+    f'{len(names)} images at {crop}x{crop} -> {FLAGS.out}'
+    + (f'; features ({FLAGS.layer}) -> {FLAGS.features}' if FLAGS.features else '')
+  )
   if skipped:
-    print(f'Skipped {len(skipped)} unreadable: ' + ', '.join(skipped[:10]) +
-          (' ...' if len(skipped) > 10 else ''))
+    print(
+      f'Skipped {len(skipped)} unreadable: '
+      + ', '.join(skipped[:10])
+      + (' ...' if len(skipped) > 10 else '')
+    )
   known = labels >= 0
   if known.any():
-    print(f'top-1 {accuracy(logits[known], labels[known], 1):.4f}  top-5 '
-          f'{accuracy(logits[known], labels[known], min(5, len(class_names))):.4f} on '
-          f'{int(known.sum())} labelled images')
+    print(
+      f'top-1 {accuracy(logits[known], labels[known], 1):.4f}  top-5 '
+      f'{accuracy(logits[known], labels[known], min(5, len(class_names))):.4f} on '
+      f'{int(known.sum())} labelled images'
+    )
     png = os.path.splitext(FLAGS.out)[0] + '.confusion.png'
     files.write_atomic(png, confusion_png(logits[known], labels[known], class_names))
     print(f'confusion matrix -> {png}')

@@ -15,8 +15,8 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,21 +30,21 @@ from bit_jax.download import fetch
 # (flax path, official npz key) rules; the first rule whose flax pattern matches wins.
 _UNIT = r'block(\d)/unit(\d\d)'
 _RULES = [
-    (r'root_block/kernel', r'resnet/root_block/standardized_conv2d/kernel'),
-    (_UNIT + r'/conv_proj/kernel', r'resnet/block\1/unit\2/a/proj/standardized_conv2d/kernel'),
-    (_UNIT + r'/conv1/kernel', r'resnet/block\1/unit\2/a/standardized_conv2d/kernel'),
-    (_UNIT + r'/conv2/kernel', r'resnet/block\1/unit\2/b/standardized_conv2d/kernel'),
-    (_UNIT + r'/conv3/kernel', r'resnet/block\1/unit\2/c/standardized_conv2d/kernel'),
-    (_UNIT + r'/gn1/scale', r'resnet/block\1/unit\2/a/group_norm/gamma'),
-    (_UNIT + r'/gn1/bias', r'resnet/block\1/unit\2/a/group_norm/beta'),
-    (_UNIT + r'/gn2/scale', r'resnet/block\1/unit\2/b/group_norm/gamma'),
-    (_UNIT + r'/gn2/bias', r'resnet/block\1/unit\2/b/group_norm/beta'),
-    (_UNIT + r'/gn3/scale', r'resnet/block\1/unit\2/c/group_norm/gamma'),
-    (_UNIT + r'/gn3/bias', r'resnet/block\1/unit\2/c/group_norm/beta'),
-    (r'pre_head_norm/scale', r'resnet/group_norm/gamma'),
-    (r'pre_head_norm/bias', r'resnet/group_norm/beta'),
-    (r'head/kernel', r'resnet/head/conv2d/kernel'),
-    (r'head/bias', r'resnet/head/conv2d/bias'),
+  (r'root_block/kernel', r'resnet/root_block/standardized_conv2d/kernel'),
+  (_UNIT + r'/conv_proj/kernel', r'resnet/block\1/unit\2/a/proj/standardized_conv2d/kernel'),
+  (_UNIT + r'/conv1/kernel', r'resnet/block\1/unit\2/a/standardized_conv2d/kernel'),
+  (_UNIT + r'/conv2/kernel', r'resnet/block\1/unit\2/b/standardized_conv2d/kernel'),
+  (_UNIT + r'/conv3/kernel', r'resnet/block\1/unit\2/c/standardized_conv2d/kernel'),
+  (_UNIT + r'/gn1/scale', r'resnet/block\1/unit\2/a/group_norm/gamma'),
+  (_UNIT + r'/gn1/bias', r'resnet/block\1/unit\2/a/group_norm/beta'),
+  (_UNIT + r'/gn2/scale', r'resnet/block\1/unit\2/b/group_norm/gamma'),
+  (_UNIT + r'/gn2/bias', r'resnet/block\1/unit\2/b/group_norm/beta'),
+  (_UNIT + r'/gn3/scale', r'resnet/block\1/unit\2/c/group_norm/gamma'),
+  (_UNIT + r'/gn3/bias', r'resnet/block\1/unit\2/c/group_norm/beta'),
+  (r'pre_head_norm/scale', r'resnet/group_norm/gamma'),
+  (r'pre_head_norm/bias', r'resnet/group_norm/beta'),
+  (r'head/kernel', r'resnet/head/conv2d/kernel'),
+  (r'head/bias', r'resnet/head/conv2d/bias'),
 ]
 HEAD_KERNEL = 'resnet/head/conv2d/kernel'
 HEAD_BIAS = 'resnet/head/conv2d/bias'
@@ -71,8 +71,9 @@ def _canonical(mapping: Mapping[str, object]) -> dict[str, object]:
   for key, value in mapping.items():
     name = re.sub(r'standardized_conv2d_\d+', 'standardized_conv2d', key)
     if name in canonical:
-      raise CheckpointMismatchError(f'Checkpoint has two arrays for {name!r} '
-                                    f'(one of them spelled {key!r}).')
+      raise CheckpointMismatchError(
+        f'Checkpoint has two arrays for {name!r} (one of them spelled {key!r}).'
+      )
     canonical[name] = value
   return canonical
 
@@ -103,8 +104,11 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
       for member in archive.namelist():
         with archive.open(member) as f:
           version = np.lib.format.read_magic(f)
-          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
-                         np.lib.format.read_array_header_2_0)
+          read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+          )
           shapes[member.removesuffix('.npy')] = read_header(f)[0]
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise _unreadable(path, 'npz', e, 'arrays saved with np.savez') from e
@@ -114,17 +118,20 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
 FORMATS = ('npz', 'pth', 'safetensors', 'orbax')
 
 
-def detect_format(path, forced: Optional[str] = None) -> str:
+def detect_format(path, forced: str | None = None) -> str:
   """`forced` if given, else from the name: .npz, .pth/.pt, .safetensors, anything else an
   orbax directory."""
   suffix = Path(path).suffix.lower()
-  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth',
-                    '.safetensors': 'safetensors'}.get(suffix, 'orbax')
+  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth', '.safetensors': 'safetensors'}.get(
+    suffix, 'orbax'
+  )
 
 
 def _unreadable(path, fmt, error, expected):
-  return ValueError(f'Cannot read {path} as {fmt} ({type(error).__name__}: {error}). Expected '
-                    f'{expected}; if the file is in another format, say which (--from in tools/convert_checkpoint.py).')
+  return ValueError(
+    f'Cannot read {path} as {fmt} ({type(error).__name__}: {error}). Expected '
+    f'{expected}; if the file is in another format, say which (--from in tools/convert_checkpoint.py).'
+  )
 
 
 def require_torch():
@@ -145,61 +152,69 @@ def _read(path, fmt: str) -> dict[str, np.ndarray]:
       raise _unreadable(path, fmt, e, 'arrays saved with np.savez (no pickled objects)') from e
   if fmt == 'pth':
     try:
-      state = require_torch().load(io.BytesIO(epath.Path(path).read_bytes()),
-                                   map_location='cpu', weights_only=True)
+      state = require_torch().load(
+        io.BytesIO(epath.Path(path).read_bytes()), map_location='cpu', weights_only=True
+      )
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
       raise _unreadable(path, fmt, e, 'a state_dict saved with torch.save') from e
     if isinstance(state, Mapping) and isinstance(state.get('state_dict'), Mapping):
-      state = state['state_dict']                  # timm training checkpoints nest it here
+      state = state['state_dict']  # timm training checkpoints nest it here
     if not isinstance(state, Mapping):
       raise CheckpointMismatchError(f'holds a {type(state).__name__}, not a state_dict.')
     return timm_to_npz(state)
   if fmt == 'safetensors':
     from safetensors import SafetensorError
     from safetensors.numpy import load
+
     try:
       return timm_to_npz(load(epath.Path(path).read_bytes()))
     except (OSError, SafetensorError) as e:
       raise _unreadable(path, fmt, e, 'a timm state_dict saved with safetensors') from e
   import orbax.checkpoint as ocp
+
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       tree = checkpointer.restore(os.path.abspath(path) if files.is_local(path) else path)
   except (OSError, ValueError) as e:
     raise _unreadable(path, fmt, e, 'a directory written by orbax StandardCheckpointer') from e
-  try:   # the stored 'bit_architecture' is for loaders; the params themselves tell it too
+  try:  # the stored 'bit_architecture' is for loaders; the params themselves tell it too
     return params_to_npz(tree['params'])
   except (KeyError, TypeError) as e:
     raise CheckpointMismatchError(
-        f'not an orbax tree {{"params": BiT ResNet-V2 params}} ({type(e).__name__}: {e}).') from e
+      f'not an orbax tree {{"params": BiT ResNet-V2 params}} ({type(e).__name__}: {e}).'
+    ) from e
 
 
-def read_any(path, fmt: Optional[str] = None) -> dict[str, np.ndarray]:
+def read_any(path, fmt: str | None = None) -> dict[str, np.ndarray]:
   """Official-layout arrays of a BiT checkpoint in any of the `FORMATS`."""
   if not epath.Path(path).exists():
     raise FileNotFoundError(f'{path} does not exist.')
   try:
     arrays = _read(path, detect_format(path, fmt))
-    architecture_of(arrays)                        # a BiT ResNet-V2 at all?
+    architecture_of(arrays)  # a BiT ResNet-V2 at all?
   except CheckpointMismatchError as e:
     raise CheckpointMismatchError(f'{path}: {e}') from e
   return arrays
 
 
-def architecture_of(shapes: Mapping[str, object]) -> tuple[models.Architecture, Optional[int]]:
+def architecture_of(shapes: Mapping[str, object]) -> tuple[models.Architecture, int | None]:
   """The architecture and head size (None: no head) of an official-layout checkpoint, from
   its arrays or their shapes."""
   shape = lambda key: tuple(getattr(shapes[key], 'shape', shapes[key]))
-  units = [len({m.group(1) for k in shapes
-                if (m := re.match(rf'resnet/block{b}/unit(\d+)/', k))}) for b in range(1, 5)]
+  units = [
+    len({m.group(1) for k in shapes if (m := re.match(rf'resnet/block{b}/unit(\d+)/', k))})
+    for b in range(1, 5)
+  ]
   root = shape(ROOT_KERNEL) if ROOT_KERNEL in shapes else None
   if root is None or 0 in units:
     raise CheckpointMismatchError(
-        f'Not an official BiT ResNet-V2 checkpoint: units per block {units}, root kernel '
-        f'{"missing" if root is None else "present"}.')
+      f'Not an official BiT ResNet-V2 checkpoint: units per block {units}, root kernel '
+      f'{"missing" if root is None else "present"}.'
+    )
   if len(root) != 4 or root[:3] != (7, 7, 3):
-    raise CheckpointMismatchError(f'{ROOT_KERNEL} has shape {root}; a BiT root convolution is '
-                                  f'(7, 7, 3, 64 * width).')
+    raise CheckpointMismatchError(
+      f'{ROOT_KERNEL} has shape {root}; a BiT root convolution is (7, 7, 3, 64 * width).'
+    )
   try:
     architecture = models.Architecture(units, root[-1] / 64)
   except ValueError as e:
@@ -207,7 +222,7 @@ def architecture_of(shapes: Mapping[str, object]) -> tuple[models.Architecture, 
   return architecture, shape(HEAD_KERNEL)[-1] if HEAD_KERNEL in shapes else None
 
 
-def describe(name_or_path) -> tuple[models.Architecture, Optional[int]]:
+def describe(name_or_path) -> tuple[models.Architecture, int | None]:
   """Architecture and head size of a published name or a checkpoint file, reading as little
   as possible (npz headers only), for checking a run before it starts."""
   if str(name_or_path) in models.KNOWN_MODELS:
@@ -217,8 +232,9 @@ def describe(name_or_path) -> tuple[models.Architecture, Optional[int]]:
     return architecture_of(read_any(hub.download(name_or_path)))
   if not epath.Path(name_or_path).exists():
     raise FileNotFoundError(
-        f'{name_or_path!r} is neither a file nor a published BiT model '
-        f'({", ".join(sorted(models.KNOWN_MODELS))}).')
+      f'{name_or_path!r} is neither a file nor a published BiT model '
+      f'({", ".join(sorted(models.KNOWN_MODELS))}).'
+    )
   if detect_format(name_or_path) == 'npz':
     try:
       return architecture_of(npz_shapes(name_or_path))
@@ -229,8 +245,9 @@ def describe(name_or_path) -> tuple[models.Architecture, Optional[int]]:
 
 def _param_shapes(model: models.ResNetV2) -> dict[str, tuple[int, ...]]:
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
-  return {'/'.join(p): tuple(s.shape) for p, s in
-          traverse_util.flatten_dict(shapes['params']).items()}
+  return {
+    '/'.join(p): tuple(s.shape) for p, s in traverse_util.flatten_dict(shapes['params']).items()
+  }
 
 
 def _fits(stored, target) -> bool:
@@ -240,8 +257,9 @@ def _fits(stored, target) -> bool:
   return tuple(stored) == tuple(target) or squeeze(stored) == squeeze(target)
 
 
-def check_fit(shapes: Mapping[str, tuple[int, ...]], model: models.ResNetV2,
-              keep_head: bool) -> None:
+def check_fit(
+  shapes: Mapping[str, tuple[int, ...]], model: models.ResNetV2, keep_head: bool
+) -> None:
   """Raise `CheckpointMismatchError` listing every missing, unexpected and mis-shaped array
   (both shapes) unless the official-layout `shapes` fit `model`; the head must fit only when
   it is kept."""
@@ -258,18 +276,27 @@ def check_fit(shapes: Mapping[str, tuple[int, ...]], model: models.ResNetV2,
   used = {npz_key(p) for p in wanted} | {HEAD_KERNEL, HEAD_BIAS} | set(METADATA)
   unexpected = [f'  {k} {tuple(shapes[k])}' for k in sorted(set(shapes) - used)]
   if missing or unexpected or misshaped:
-    parts = [f'{title} ({len(names)}):\n' + '\n'.join(names) for title, names in
-             (('missing', missing), ('unexpected', unexpected), ('mis-shaped', misshaped))
-             if names]
+    parts = [
+      f'{title} ({len(names)}):\n' + '\n'.join(names)
+      for title, names in (
+        ('missing', missing),
+        ('unexpected', unexpected),
+        ('mis-shaped', misshaped),
+      )
+      if names
+    ]
     raise CheckpointMismatchError(
-        f'Checkpoint does not fit ResNetV2(units={tuple(model.stage_units)}, '
-        f'width={model.width}, num_classes={model.num_classes})'
-        f'{", keeping its head" if keep_head else ""}.\n' + '\n'.join(parts) +
-        '\nPick the model that matches the file (see bit_jax.pretrained.architecture_of).')
+      f'Checkpoint does not fit ResNetV2(units={tuple(model.stage_units)}, '
+      f'width={model.width}, num_classes={model.num_classes})'
+      f'{", keeping its head" if keep_head else ""}.\n'
+      + '\n'.join(parts)
+      + '\nPick the model that matches the file (see bit_jax.pretrained.architecture_of).'
+    )
 
 
-def npz_to_params(arrays: Mapping[str, np.ndarray], model: models.ResNetV2, *,
-                  keep_head: bool) -> dict:
+def npz_to_params(
+  arrays: Mapping[str, np.ndarray], model: models.ResNetV2, *, keep_head: bool
+) -> dict:
   """Official-layout arrays -> Flax params for `model`.
 
   The head is the checkpoint's with `keep_head`, else a fresh zero head of the model's size
@@ -304,20 +331,23 @@ def save_npz(path, params) -> None:
 
 # timm `resnetv2_*_bit` names <-> official names. Convolutions are OIHW in torch, HWIO here.
 _TIMM_TOP = {
-    'stem.conv.weight': 'resnet/root_block/standardized_conv2d/kernel',
-    'norm.weight': 'resnet/group_norm/gamma',
-    'norm.bias': 'resnet/group_norm/beta',
-    'head.fc.weight': HEAD_KERNEL,
-    'head.fc.bias': HEAD_BIAS,
+  'stem.conv.weight': 'resnet/root_block/standardized_conv2d/kernel',
+  'norm.weight': 'resnet/group_norm/gamma',
+  'norm.bias': 'resnet/group_norm/beta',
+  'head.fc.weight': HEAD_KERNEL,
+  'head.fc.bias': HEAD_BIAS,
 }
-_TIMM_UNIT = {   # inside stages.<i>.blocks.<j>  <->  resnet/block<i+1>/unit<j+1>
-    'downsample.conv.weight': 'a/proj/standardized_conv2d/kernel',
-    'conv1.weight': 'a/standardized_conv2d/kernel',
-    'conv2.weight': 'b/standardized_conv2d/kernel',
-    'conv3.weight': 'c/standardized_conv2d/kernel',
-    'norm1.weight': 'a/group_norm/gamma', 'norm1.bias': 'a/group_norm/beta',
-    'norm2.weight': 'b/group_norm/gamma', 'norm2.bias': 'b/group_norm/beta',
-    'norm3.weight': 'c/group_norm/gamma', 'norm3.bias': 'c/group_norm/beta',
+_TIMM_UNIT = {  # inside stages.<i>.blocks.<j>  <->  resnet/block<i+1>/unit<j+1>
+  'downsample.conv.weight': 'a/proj/standardized_conv2d/kernel',
+  'conv1.weight': 'a/standardized_conv2d/kernel',
+  'conv2.weight': 'b/standardized_conv2d/kernel',
+  'conv3.weight': 'c/standardized_conv2d/kernel',
+  'norm1.weight': 'a/group_norm/gamma',
+  'norm1.bias': 'a/group_norm/beta',
+  'norm2.weight': 'b/group_norm/gamma',
+  'norm2.bias': 'b/group_norm/beta',
+  'norm3.weight': 'c/group_norm/gamma',
+  'norm3.bias': 'c/group_norm/beta',
 }
 
 
@@ -335,9 +365,14 @@ def timm_to_npz(state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
   arrays = {}
   for name, tensor in state_dict.items():
     value = np.asarray(tensor.detach().cpu().numpy() if hasattr(tensor, 'detach') else tensor)
-    key = _rename(name, _TIMM_TOP, _TIMM_UNIT, r'stages\.(\d+)\.blocks\.(\d+)\.(.+)',
-                  lambda i, j, rest: f'resnet/block{i + 1}/unit{j + 1:02d}/{rest}')
-    arrays[key] = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value    # OIHW -> HWIO
+    key = _rename(
+      name,
+      _TIMM_TOP,
+      _TIMM_UNIT,
+      r'stages\.(\d+)\.blocks\.(\d+)\.(.+)',
+      lambda i, j, rest: f'resnet/block{i + 1}/unit{j + 1:02d}/{rest}',
+    )
+    arrays[key] = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
   return arrays
 
 
@@ -347,9 +382,14 @@ def npz_to_timm(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   unit = {v: k for k, v in _TIMM_UNIT.items()}
   out = {}
   for key, value in normalize_keys(arrays).items():
-    name = _rename(key, top, unit, r'resnet/block(\d)/unit(\d+)/(.+)',
-                   lambda i, j, rest: f'stages.{i - 1}.blocks.{j - 1}.{rest}')
-    out[name] = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value      # HWIO -> OIHW
+    name = _rename(
+      key,
+      top,
+      unit,
+      r'resnet/block(\d)/unit(\d+)/(.+)',
+      lambda i, j, rest: f'stages.{i - 1}.blocks.{j - 1}.{rest}',
+    )
+    out[name] = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value  # HWIO -> OIHW
   return out
 
 
@@ -357,21 +397,28 @@ def cache_dir() -> Path:
   return Path(os.environ.get('BIT_JAX_CACHE', Path.home() / '.cache' / 'bit_jax'))
 
 
-def download(name: str, directory: Optional[Path] = None) -> Path:
+def download(name: str, directory: Path | None = None) -> Path:
   """Path of a published checkpoint, downloaded into the cache on first use."""
   if name not in models.KNOWN_MODELS:
-    raise ValueError(f'Unknown BiT model {name!r}; published ones are: '
-                     f'{", ".join(sorted(models.KNOWN_MODELS))}.')
+    raise ValueError(
+      f'Unknown BiT model {name!r}; published ones are: {", ".join(sorted(models.KNOWN_MODELS))}.'
+    )
   spec = models.KNOWN_MODELS[name]
   target = Path(directory or cache_dir()) / spec['filename']
   if not target.exists():
-    fetch(spec['url'], target)   # its errors say where to put a file fetched elsewhere
+    fetch(spec['url'], target)  # its errors say where to put a file fetched elsewhere
   return target
 
 
-def load_pretrained(name_or_path, num_classes=None, dtype=jnp.float32,
-                    cache: Optional[Path] = None, *, keep_head: bool = False,
-                    with_info: bool = False):
+def load_pretrained(
+  name_or_path,
+  num_classes=None,
+  dtype=jnp.float32,
+  cache: Path | None = None,
+  *,
+  keep_head: bool = False,
+  with_info: bool = False,
+):
   """`(model, params)` from a checkpoint file or a published BiT name.
 
   Args:
@@ -397,8 +444,9 @@ def load_pretrained(name_or_path, num_classes=None, dtype=jnp.float32,
   elif not path.exists():
     if str(name_or_path) not in models.KNOWN_MODELS:
       raise FileNotFoundError(
-          f'{name_or_path!r} is neither a file nor a published BiT model '
-          f'({", ".join(sorted(models.KNOWN_MODELS))}) nor {hub.PREFIX}<org>/<name>.')
+        f'{name_or_path!r} is neither a file nor a published BiT model '
+        f'({", ".join(sorted(models.KNOWN_MODELS))}) nor {hub.PREFIX}<org>/<name>.'
+      )
     path = download(str(name_or_path), cache)
   arrays = read_any(path)
   architecture, head_classes = architecture_of(arrays)

@@ -38,20 +38,57 @@ from etils import epath
 
 from bit_jax import files, stats
 
-matplotlib.use('Agg')     # files only: the sweep runs headless
+matplotlib.use('Agg')  # files only: the sweep runs headless
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-MEASURED = ('subset_seed', 'train_examples', 'per_class', 'top1', 'top5', 'steps',
-            'examples_seen', 'compute_epochs', 'wall_time_s')
+MEASURED = (
+  'subset_seed',
+  'train_examples',
+  'per_class',
+  'top1',
+  'top5',
+  'steps',
+  'examples_seen',
+  'compute_epochs',
+  'wall_time_s',
+)
 SUMMARY_METRICS = ('top1', 'top5', 'steps', 'examples_seen', 'compute_epochs')
 STAT_FIELDS = ('mean', 'std', 'ci_low', 'ci_high')
-PHASE_COLUMNS = ('name', 'seed_index', 'phase', 'batch_size', 'lr', 'lr_schedule', 'shots',
-                 'fraction', 'freeze', 'init', 'head', 'num_examples', 'test_top1', 'test_top5',
-                 'val_top1', 'steps', 'examples_seen')
+PHASE_COLUMNS = (
+  'name',
+  'seed_index',
+  'phase',
+  'batch_size',
+  'lr',
+  'lr_schedule',
+  'shots',
+  'fraction',
+  'freeze',
+  'init',
+  'head',
+  'num_examples',
+  'test_top1',
+  'test_top5',
+  'val_top1',
+  'steps',
+  'examples_seen',
+)
 EVAL_COLUMNS = ('name', 'seed_index', 'phase', 'step', 'examples_seen', 'top1', 'val_top1')
-COMPARISON_COLUMNS = ('y', 'column', 'a', 'b', 'by', 'at', 'n', 'mean', 'ci_low', 'ci_high',
-                      'p_value', 'significant')
+COMPARISON_COLUMNS = (
+  'y',
+  'column',
+  'a',
+  'b',
+  'by',
+  'at',
+  'n',
+  'mean',
+  'ci_low',
+  'ci_high',
+  'p_value',
+  'significant',
+)
 
 
 def _cell(value, digits: int = 4):
@@ -75,8 +112,9 @@ def read_csv(path):
 
 def markdown_table(rows, columns, headers=None):
   lines = ['| ' + ' | '.join(headers or columns) + ' |', '|' + '---|' * len(columns)]
-  lines += ['| ' + ' | '.join(_cell(row.get(k)).replace('|', '\\|') for k in columns) + ' |'
-            for row in rows]
+  lines += [
+    '| ' + ' | '.join(_cell(row.get(k)).replace('|', '\\|') for k in columns) + ' |' for row in rows
+  ]
   return '\n'.join(lines)
 
 
@@ -89,17 +127,21 @@ def _number(text):
 
 # --- statistics over repeats ---------------------------------------------------------------
 
+
 def summarise(rows, columns) -> tuple[list[dict], list[str]]:
   """One row per run name: its constant columns, `n`, and mean/std/95% interval of each of
   `SUMMARY_METRICS` over its repeats."""
   groups = {}
   for row in rows:
     groups.setdefault(row['name'], []).append(row)
-  constant = [c for c in columns if c not in ('seed_index', 'subset_seed', 'wall_time_s')
-              and c not in SUMMARY_METRICS]
+  constant = [
+    c
+    for c in columns
+    if c not in ('seed_index', 'subset_seed', 'wall_time_s') and c not in SUMMARY_METRICS
+  ]
   metrics = [m for m in SUMMARY_METRICS if any(_number(r.get(m)) is not None for r in rows)]
   summary = []
-  for name, group in groups.items():
+  for group in groups.values():
     out = {c: group[0].get(c) for c in constant}
     out['n'] = len(group)
     for metric in metrics:
@@ -116,9 +158,14 @@ def compare(rows, spec) -> list[dict]:
   out = []
   at_values = list(dict.fromkeys(_cell(r.get(by)) for r in rows)) if by else [None]
   for at in at_values:
+
     def side(value):
-      return {_cell(r['seed_index']): r for r in rows
-              if _cell(r.get(column)) == value and (by is None or _cell(r.get(by)) == at)}
+      return {
+        _cell(r['seed_index']): r
+        for r in rows
+        if _cell(r.get(column)) == value and (by is None or _cell(r.get(by)) == at)
+      }
+
     left, right = side(a), side(b)
     seeds = sorted(set(left) & set(right), key=lambda s: _number(s) or 0)
     if not seeds:
@@ -145,12 +192,18 @@ def _interval(row, metric, scale=1.0):
 
 # --- the plot ------------------------------------------------------------------------------
 
+
 def lines_of(rows, x, y, series=None):
   """{series value: [(x, y, row), ...]}; rows missing x, y or the series value (e.g. the
   upstream runs of a transfer study) are left out. Non-numeric x values (e.g. 'scratch',
   'block1') are categories, placed at 0, 1, ... in the order they first appear."""
-  rows = [r for r in rows if r.get(x) not in ('', None) and _number(r.get(y)) is not None
-          and (not series or r.get(series) not in ('', None))]
+  rows = [
+    r
+    for r in rows
+    if r.get(x) not in ('', None)
+    and _number(r.get(y)) is not None
+    and (not series or r.get(series) not in ('', None))
+  ]
   categories = None
   if any(_number(r[x]) is None for r in rows):
     categories = list(dict.fromkeys(_cell(r[x]) for r in rows))
@@ -161,16 +214,19 @@ def lines_of(rows, x, y, series=None):
   return lines, categories
 
 
-def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=None,
-         interval=None):
+def plot(
+  rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=None, interval=None
+):
   """One line per value of `series` (or one line), y against x; with `interval` (a metric of
   summary rows) y is its mean and the error bars its 95% interval."""
   y_column = f'{interval}_mean' if interval else y
   lines, categories = lines_of(rows, x, y_column, series)
   if not lines:
-    raise ValueError(f'Nothing to plot: no row has numbers in both {x!r} and {y_column!r}'
-                     + (f' and a {series!r} value' if series else '') +
-                     f'. Columns present: {sorted(rows[0]) if rows else "none (no rows)"}.')
+    raise ValueError(
+      f'Nothing to plot: no row has numbers in both {x!r} and {y_column!r}'
+      + (f' and a {series!r} value' if series else '')
+      + f'. Columns present: {sorted(rows[0]) if rows else "none (no rows)"}.'
+    )
   fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
   for label, points in lines.items():
     points.sort(key=lambda p: p[0])
@@ -178,8 +234,10 @@ def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=
     if interval:
       low = [_number(p[2].get(f'{interval}_ci_low')) for p in points]
       high = [_number(p[2].get(f'{interval}_ci_high')) for p in points]
-      err = [[0 if lo is None else yv - lo for yv, lo in zip(ys, low)],
-             [0 if hi is None else hi - yv for yv, hi in zip(ys, high)]]
+      err = [
+        [0 if lo is None else yv - lo for yv, lo in zip(ys, low)],
+        [0 if hi is None else hi - yv for yv, hi in zip(ys, high)],
+      ]
       ax.errorbar(xs, ys, yerr=err, fmt='o-', capsize=3, label=label)
     else:
       ax.plot(xs, ys, 'o-', label=label)
@@ -188,12 +246,13 @@ def plot(rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=
   elif log_x:
     ax.set_xscale('log')
     values = sorted({p[0] for points in lines.values() for p in points})
-    if len(values) <= 10:      # few sizes: label each one (1, 5, 25, 504.8) rather than 10^k
+    if len(values) <= 10:  # few sizes: label each one (1, 5, 25, 504.8) rather than 10^k
       ax.set_xticks(values, [f'{v:g}' for v in values])
       ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel(xlabel or x.replace('_', ' '))
-  label = (interval or y).replace('_', ' ') + (' (test)' if (interval or y).startswith('top')
-                                                else '')
+  label = (interval or y).replace('_', ' ') + (
+    ' (test)' if (interval or y).startswith('top') else ''
+  )
   ax.set_ylabel(label + (', mean and 95% interval' if interval else ''))
   ax.set_title(title, fontsize=10)
   ax.grid(True, alpha=0.3, which='both')
@@ -212,29 +271,57 @@ def plot_name(title):
 
 # --- everything a sweep writes -------------------------------------------------------------
 
+
 def _markdown(name, report, rows, columns, summary, summary_columns, comparisons, phase_rows):
   y = report.get('y', 'top1')
   shown = [c for c in summary_columns if c in columns and c not in MEASURED] + ['per_class', 'n']
-  table = [{**{c: s.get(c) for c in shown},
-            **{m: _interval(s, m, 100 if m.startswith('top') else 1)
-               for m in (y, 'examples_seen')}} for s in summary]
-  text = [f'# {report.get("title") or name}', '',
-          f'Mean over the n repeats of each run and its 95% interval (Student\'s t); '
-          f'{y} in %.', '', markdown_table(table, shown + [y, 'examples_seen'])]
+  table = [
+    {
+      **{c: s.get(c) for c in shown},
+      **{m: _interval(s, m, 100 if m.startswith('top') else 1) for m in (y, 'examples_seen')},
+    }
+    for s in summary
+  ]
+  text = [
+    f'# {report.get("title") or name}',
+    '',
+    f"Mean over the n repeats of each run and its 95% interval (Student's t); {y} in %.",
+    '',
+    markdown_table(table, shown + [y, 'examples_seen']),
+  ]
   if comparisons:
-    rows_ = [{**c, 'difference': f'{100 * c["mean"]:+.3g}' if c['y'].startswith('top') else
-              f'{c["mean"]:+.4g}', 'interval': '' if c['ci_low'] is None else
-              f'[{c["ci_low"] * (100 if c["y"].startswith("top") else 1):+.3g}, '
-              f'{c["ci_high"] * (100 if c["y"].startswith("top") else 1):+.3g}]',
-              'verdict': '' if c['significant'] is None else
-              ('significant' if c['significant'] else 'not significant')} for c in comparisons]
-    text += ['', '## Paired differences (a - b, same subsets and seeds; top-1 in points)', '',
-             markdown_table(rows_, ['y', 'a', 'b', 'at', 'n', 'difference', 'interval',
-                                    'p_value', 'verdict'])]
+    rows_ = [
+      {
+        **c,
+        'difference': f'{100 * c["mean"]:+.3g}'
+        if c['y'].startswith('top')
+        else f'{c["mean"]:+.4g}',
+        'interval': ''
+        if c['ci_low'] is None
+        else f'[{c["ci_low"] * (100 if c["y"].startswith("top") else 1):+.3g}, '
+        f'{c["ci_high"] * (100 if c["y"].startswith("top") else 1):+.3g}]',
+        'verdict': ''
+        if c['significant'] is None
+        else ('significant' if c['significant'] else 'not significant'),
+      }
+      for c in comparisons
+    ]
+    text += [
+      '',
+      '## Paired differences (a - b, same subsets and seeds; top-1 in points)',
+      '',
+      markdown_table(
+        rows_, ['y', 'a', 'b', 'at', 'n', 'difference', 'interval', 'p_value', 'verdict']
+      ),
+    ]
   text += ['', '## Every repeat', '', markdown_table(rows, columns)]
   if any(r['phase'] != 'phase0' for r in phase_rows):
-    text += ['', '## Phases (examples_seen is cumulative within a run)', '',
-             markdown_table(phase_rows, PHASE_COLUMNS)]
+    text += [
+      '',
+      '## Phases (examples_seen is cumulative within a run)',
+      '',
+      markdown_table(phase_rows, PHASE_COLUMNS),
+    ]
   return '\n'.join(text) + '\n'
 
 
@@ -248,20 +335,32 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
   write_csv(directory / 'comparisons.csv', comparisons, COMPARISON_COLUMNS)
   write_csv(directory / 'phases.csv', phase_rows, PHASE_COLUMNS)
   write_csv(directory / 'evals.csv', eval_rows, EVAL_COLUMNS)
-  files.write_atomic(directory / 'results.md', _markdown(
-      name, report, rows, columns, summary, summary_columns, comparisons, phase_rows))
+  files.write_atomic(
+    directory / 'results.md',
+    _markdown(name, report, rows, columns, summary, summary_columns, comparisons, phase_rows),
+  )
   points = report.get('points', 'runs')
-  source = ({'phases': phase_rows, 'evals': eval_rows}[points] if points != 'runs' else
-            summary)
-  source = [{k: _cell(v) for k, v in r.items()} for r in source
-            if r['name'] in report.get('runs', [r['name']])
-            and (points == 'runs' or r.get('seed_index') == 0)]
+  source = {'phases': phase_rows, 'evals': eval_rows}[points] if points != 'runs' else summary
+  source = [
+    {k: _cell(v) for k, v in r.items()}
+    for r in source
+    if r['name'] in report.get('runs', [r['name']])
+    and (points == 'runs' or r.get('seed_index') == 0)
+  ]
   y, series = report.get('y', 'top1'), report.get('series')
   interval = y if points == 'runs' else None
   if lines_of(source, report['x'], f'{y}_mean' if interval else y, series)[0]:
-    plot(source, directory / f'{name}.png', x=report['x'], y=y, series=series,
-         log_x=report.get('log_x', False), title=report.get('title', name),
-         xlabel=report.get('xlabel'), interval=interval)
+    plot(
+      source,
+      directory / f'{name}.png',
+      x=report['x'],
+      y=y,
+      series=series,
+      log_x=report.get('log_x', False),
+      title=report.get('title', name),
+      xlabel=report.get('xlabel'),
+      interval=interval,
+    )
 
 
 def main():
@@ -277,9 +376,17 @@ def main():
   rows = read_csv(args.csv)
   summary, _ = summarise(rows, list(rows[0]) if rows else [])
   out = epath.Path(args.csv).parent / f'{plot_name(args.title)}.png'
-  plot([{k: _cell(v) for k, v in r.items()} for r in summary], out, x=args.x, y=args.y,
-       series=args.series, log_x=args.log_x, title=args.title, xlabel=args.xlabel,
-       interval=args.y)
+  plot(
+    [{k: _cell(v) for k, v in r.items()} for r in summary],
+    out,
+    x=args.x,
+    y=args.y,
+    series=args.series,
+    log_x=args.log_x,
+    title=args.title,
+    xlabel=args.xlabel,
+    interval=args.y,
+  )
   print(out)
 
 

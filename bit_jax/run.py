@@ -35,16 +35,29 @@ from bit_jax.preemption import StopRequest
 from bit_jax.run_state import RunState, Workdir, new_train_state, train_state_shapes
 
 
-def run(config: ml_collections.ConfigDict, workdir, *, stop: Optional[StopRequest] = None,
-        accept_changes: Sequence[str] = (), claim: Optional['Claim'] = None) -> dict:
+def run(
+  config: ml_collections.ConfigDict,
+  workdir,
+  *,
+  stop: StopRequest | None = None,
+  accept_changes: Sequence[str] = (),
+  claim: Optional['Claim'] = None,
+) -> dict:
   """Train `config` in `workdir` (resuming what is there); returns results.json's content."""
   check_writable(workdir)
-  return execute(plan_lib.resolve(config), workdir, stop=stop, accept_changes=accept_changes,
-                 claim=claim)
+  return execute(
+    plan_lib.resolve(config), workdir, stop=stop, accept_changes=accept_changes, claim=claim
+  )
 
 
-def execute(plan: Plan, workdir, *, stop: Optional[StopRequest] = None,
-            accept_changes: Sequence[str] = (), claim: Optional['Claim'] = None) -> dict:
+def execute(
+  plan: Plan,
+  workdir,
+  *,
+  stop: StopRequest | None = None,
+  accept_changes: Sequence[str] = (),
+  claim: Optional['Claim'] = None,
+) -> dict:
   """Run a resolved plan. `stop`: a `StopRequest` already installed by the caller (the sweep
   runner), else one is installed for the duration of the run. `claim`: the workdir already
   claimed by the caller, else it is claimed here (`WorkdirInUse` if another job holds it).
@@ -57,34 +70,48 @@ def execute(plan: Plan, workdir, *, stop: Optional[StopRequest] = None,
     if stop.requested:
       raise Stopped('Stopped on request before the run started.')
     lock = (claim or stack.enter_context(claimed(workdir.root))).lock
-    checkpoints = Checkpoints(workdir.checkpoints, keep=plan.phases[0].settings.keep_checkpoints)
-    stack.callback(checkpoints.close)
-    resumed = checkpoints.latest()
+    services, resumed = _open(plan, workdir, stack, stop, lock, accept_changes)
     run_state = resumed[1] if resumed else RunState()
-    accepted = _check_resume(plan, workdir, run_state, accept_changes) if resumed else {}
-    writer = stack.enter_context(contextlib.closing(metrics.MetricWriter(
-        workdir.metrics, workdir.tensorboard, enabled=metrics.is_logging_process())))
-    if resumed:
-      writer.print(f'Resuming from {workdir.checkpoints} checkpoint {resumed[0]} (step '
-                   f'{run_state.global_step}: phase {run_state.phase}, step '
-                   f'{run_state.phase_step}).')
-    if writer.enabled:
-      _write_plan(plan, workdir, accepted, run_state)
-    services = Services(DataParallel(), checkpoints, writer, stop, lock,
-                        time.perf_counter() - run_state.elapsed_s)
     params = None
-    for phase in plan.phases[run_state.phase:]:
+    for phase in plan.phases[run_state.phase :]:
       resume = resumed[0] if resumed and phase.index == run_state.phase else None
-      params, run_state = _run_phase(phase, params, run_state, resume, services,
-                                     data_shards=plan.data_shards,
-                                     last=phase is plan.phases[-1])
-    results = {'final': run_state.results[-1], 'phases': list(run_state.results),
-               'steps': run_state.global_step, 'examples_seen': run_state.examples_seen,
-               'wall_time_s': time.perf_counter() - services.started_at}
-    if writer.enabled:
+      last = phase is plan.phases[-1]
+      params, run_state = _run_phase(phase, params, run_state, resume, services, last=last)
+    results = {
+      'final': run_state.results[-1],
+      'phases': list(run_state.results),
+      'steps': run_state.global_step,
+      'examples_seen': run_state.examples_seen,
+      'wall_time_s': time.perf_counter() - services.started_at,
+    }
+    if services.writer.enabled:
       _write_final(plan.phases[-1], jax.device_get(params), workdir)
       files.write_json(workdir.results, results)
   return results
+
+
+def _open(plan, workdir, stack, stop, lock, accept_changes):
+  """(services, the newest checkpoint's (number, RunState) or None) of a run being started or
+  resumed; the plan and ids are written once the resume check has passed."""
+  checkpoints = Checkpoints(workdir.checkpoints, keep=plan.phases[0].settings.keep_checkpoints)
+  stack.callback(checkpoints.close)
+  resumed = checkpoints.latest()
+  run_state = resumed[1] if resumed else RunState()
+  accepted = _check_resume(plan, workdir, run_state, accept_changes) if resumed else {}
+  writer = metrics.MetricWriter(
+    workdir.metrics, workdir.tensorboard, enabled=metrics.is_logging_process()
+  )
+  stack.callback(writer.close)
+  if resumed:
+    writer.print(
+      f'Resuming from {workdir.checkpoints} checkpoint {resumed[0]} (step '
+      f'{run_state.global_step}: phase {run_state.phase}, step {run_state.phase_step}).'
+    )
+  if writer.enabled:
+    _write_plan(plan, workdir, accepted, run_state)
+  started_at = time.perf_counter() - run_state.elapsed_s
+  services = Services(DataParallel(), checkpoints, writer, stop, lock, plan.data_shards, started_at)
+  return services, resumed
 
 
 def check_writable(workdir) -> None:
@@ -96,14 +123,16 @@ def check_writable(workdir) -> None:
     probe.write_text('')
     probe.unlink()
   except OSError as e:
-    raise ConfigError(f'Cannot write to workdir {root} ({e.strerror or e}). Pick a '
-                      f'directory you can write to.') from None
+    raise ConfigError(
+      f'Cannot write to workdir {root} ({e.strerror or e}). Pick a directory you can write to.'
+    ) from None
 
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
   """A workdir this job owns: process 0 holds its lock (`lock` is None on the others)."""
-  lock: Optional[WorkdirLock]
+
+  lock: WorkdirLock | None
 
 
 @contextlib.contextmanager
@@ -132,8 +161,9 @@ def claimed(workdir) -> Iterator[Claim]:
       lock.release()
 
 
-def _check_resume(plan: Plan, workdir: Workdir, run_state: RunState,
-                  accept_changes: Sequence[str]) -> dict:
+def _check_resume(
+  plan: Plan, workdir: Workdir, run_state: RunState, accept_changes: Sequence[str]
+) -> dict:
   """Refuse to resume a run under a plan that trains differently, unless the caller accepts
   every changed field; finished phases can never change. Returns the accepted changes."""
   if not workdir.plan.exists():
@@ -144,35 +174,55 @@ def _check_resume(plan: Plan, workdir: Workdir, run_state: RunState,
   listing = '; '.join(f'{name}: {", ".join(lines)}' for name, lines in found.items())
   # Derived values (a schedule scaled to a new total_steps) follow the fields that caused
   # them; when nothing given changed (the data did), the derived ones must be accepted.
-  fields = sorted(given) or sorted({line.split(':')[0] for lines in found.values()
-                                    for line in lines})
-  if any(f not in accept_changes for f in fields):
+  changed = sorted(given) or sorted(
+    {line.split(':')[0] for lines in found.values() for line in lines}
+  )
+  if any(f not in accept_changes for f in changed):
     raise ConfigError(
-        f'{workdir.root} holds a run trained with another config ({listing}). Rerun with '
-        f'the config it was trained with, use a new workdir, or accept the change on purpose '
-        f'with --accept_changes={",".join(fields)}.')
+      f'{workdir.root} holds a run trained with another config ({listing}). Rerun with '
+      f'the config it was trained with, use a new workdir, or accept the change on purpose '
+      f'with --accept_changes={",".join(changed)}.'
+    )
   names = [p.name for p in plan.phases]
   done = run_state.phase + (1 if run_state.phase_done else 0)
   finished = [name for name in found if name in names and names.index(name) < done]
   if finished:
-    raise ConfigError(f'Phase {", ".join(finished)} of {workdir.root} has finished training; '
-                      f'its settings can no longer change ({listing}). Start a new workdir '
-                      f'(init={workdir.final} continues from its weights).')
+    raise ConfigError(
+      f'Phase {", ".join(finished)} of {workdir.root} has finished training; '
+      f'its settings can no longer change ({listing}). Start a new workdir '
+      f'(init={workdir.final} continues from its weights).'
+    )
   return found
 
 
 def _write_plan(plan: Plan, workdir: Workdir, accepted: dict, run_state: RunState) -> None:
-  if accepted:      # the record of how the run was trained keeps every change made to it
+  if accepted:  # the record of how the run was trained keeps every change made to it
     history = files.read_json(workdir.plan_changes) if workdir.plan_changes.exists() else []
-    files.write_json(workdir.plan_changes, history + [
-        {'time': time.strftime('%Y-%m-%d %H:%M:%S'), 'global_step': run_state.global_step,
-         'previous': files.read_json(workdir.plan), 'changes': accepted}])
+    files.write_json(
+      workdir.plan_changes,
+      history
+      + [
+        {
+          'time': time.strftime('%Y-%m-%d %H:%M:%S'),
+          'global_step': run_state.global_step,
+          'previous': files.read_json(workdir.plan),
+          'changes': accepted,
+        }
+      ],
+    )
   files.write_json(workdir.plan, plan.records())
   for phase in plan.phases:
     s = phase.settings
-    subsets.save_ids(workdir.train_ids(s.name), phase.data.train_ids, dataset=s.dataset,
-                     split=s.train_split, shots=s.shots, fraction=s.fraction,
-                     seed=s.subset_seed, classes=s.classes)
+    subsets.save_ids(
+      workdir.train_ids(s.name),
+      phase.data.train_ids,
+      dataset=s.dataset,
+      split=s.train_split,
+      shots=s.shots,
+      fraction=s.fraction,
+      seed=s.subset_seed,
+      classes=s.classes,
+    )
 
 
 def _write_final(phase: Phase, params, workdir: Workdir) -> None:
@@ -186,47 +236,71 @@ def _write_final(phase: Phase, params, workdir: Workdir) -> None:
 def _start_line(phase: Phase) -> str:
   s = phase.settings
   scaling = ', scaled linearly with the batch' if s.lr_scaling == 'linear' else ''
-  return (f'== {s.name}: {s.num_examples} training examples, {s.total_steps} steps of '
-          f'{s.batch_size}, lr {s.lr:.4g} ({s.lr_schedule}{scaling}), '
-          f'{s.resize}->{s.crop}px, mixup {s.mixup_alpha}, init {s.init} '
-          f'({phase.architecture.name}), head {s.head}, freeze {s.freeze!r}')
+  return (
+    f'== {s.name}: {s.num_examples} training examples, {s.total_steps} steps of '
+    f'{s.batch_size}, lr {s.lr:.4g} ({s.lr_schedule}{scaling}), '
+    f'{s.resize}->{s.crop}px, mixup {s.mixup_alpha}, init {s.init} '
+    f'({phase.architecture.name}), head {s.head}, freeze {s.freeze!r}'
+  )
 
 
-def _run_phase(phase: Phase, previous_params, run_state: RunState, resume: Optional[int],
-               services: Services, *, data_shards: int, last: bool) -> tuple[dict, RunState]:
-  """Train one phase from its start or from checkpoint `resume`; returns its final params."""
+def _starting_state(phase: Phase, previous_params, run_state, resume, services):
+  """(optimizer, train state on the devices, run state) where `phase` starts or resumes."""
   s, parallel = phase.settings, services.parallel
   model = phase.model()
   param_shapes = train_state_shapes(model, None, s.crop)['params']
-  optimizer = optim.make_optimizer(param_shapes, momentum=s.momentum,
-                                   weight_decay=s.weight_decay, freeze=s.freeze)
+  optimizer = optim.make_optimizer(
+    param_shapes, momentum=s.momentum, weight_decay=s.weight_decay, freeze=s.freeze
+  )
   if resume is not None:
     saved = services.checkpoints.restore(resume, train_state_shapes(model, optimizer, s.crop))
-    train_state = parallel.replicate(saved)
-    if run_state.phase_done:
-      return train_state['params'], run_state
-  else:
-    run_state = dataclasses.replace(run_state, phase=phase.index, phase_step=0,
-                                    phase_done=False, plateau=None)
-    params = weights.initial_params(phase, previous_params)
-    # One program builds the optimizer state on the devices (eagerly, every leaf's zeros
-    # would compile on its own).
-    train_state = jax.jit(lambda p: new_train_state(p, optimizer),
-                          out_shardings=parallel.replicated)(params)
+    return optimizer, parallel.replicate(saved), run_state
+  run_state = dataclasses.replace(
+    run_state, phase=phase.index, phase_step=0, phase_done=False, plateau=None
+  )
+  params = weights.initial_params(phase, previous_params)
+  # One program builds the optimizer state on the devices (eagerly, every leaf's zeros would
+  # compile on its own).
+  build = jax.jit(lambda p: new_train_state(p, optimizer), out_shardings=parallel.replicated)
+  return optimizer, build(params), run_state
+
+
+def _run_phase(
+  phase: Phase, previous_params, run_state: RunState, resume, services: Services, *, last: bool
+) -> tuple[dict, RunState]:
+  """Train one phase from its start or from checkpoint `resume`; returns its final params."""
+  s = phase.settings
+  optimizer, train_state, run_state = _starting_state(
+    phase, previous_params, run_state, resume, services
+  )
+  if run_state.phase_done:  # resumed right after this phase ended
+    return train_state['params'], run_state
   services.writer.print(_start_line(phase))
   for note in phase.notes:
     services.writer.print(f'   note: {note}')
-  loop = PhaseLoop(phase, optimizer, services, evaluators_lib.build(phase, parallel))
+  loop = PhaseLoop(phase, optimizer, services, evaluators_lib.build(phase, services.parallel))
   batches = input_pipeline.process_batches(
-      phase.data.train, data_shards=data_shards, ids=phase.data.train_ids,
-      global_batch_size=s.batch_size, crop=s.crop, resize=s.resize, seed=s.seed + phase.index,
-      preprocess=s.preprocess, start_step=run_state.phase_step, multi_hot=s.loss == 'sigmoid')
+    phase.data.train,
+    data_shards=services.data_shards,
+    ids=phase.data.train_ids,
+    global_batch_size=s.batch_size,
+    crop=s.crop,
+    resize=s.resize,
+    seed=s.seed + phase.index,
+    preprocess=s.preprocess,
+    start_step=run_state.phase_step,
+    multi_hot=s.loss == 'sigmoid',
+  )
   train_state, run_state, outcome = loop.run(train_state, run_state, batches)
   if outcome == 'stopped':
-    raise Stopped(f'Stopped on request at step {run_state.global_step}; the checkpoint is '
-                  f'saved, rerun the same command to resume.')
+    raise Stopped(
+      f'Stopped on request at step {run_state.global_step}; the checkpoint is '
+      f'saved, rerun the same command to resume.'
+    )
   run_state = loop.finish(train_state, run_state)
   if services.stop.agreed() and not last:
-    raise Stopped(f'Stopped on request after phase {s.name}; rerun the same command to '
-                  f'resume with the next phase.')
+    raise Stopped(
+      f'Stopped on request after phase {s.name}; rerun the same command to '
+      f'resume with the next phase.'
+    )
   return train_state['params'], run_state

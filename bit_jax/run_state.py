@@ -8,7 +8,6 @@
 """
 
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -17,14 +16,14 @@ from etils import epath
 
 @dataclasses.dataclass(frozen=True)
 class RunState:
-  phase: int = 0                  # index of the phase in progress
-  phase_step: int = 0             # its steps done
-  phase_done: bool = False        # its final evaluation is in `results`
+  phase: int = 0  # index of the phase in progress
+  phase_step: int = 0  # its steps done
+  phase_done: bool = False  # its final evaluation is in `results`
   global_step: int = 0
   examples_seen: int = 0
-  elapsed_s: float = 0.0          # training wall time before this process started
-  results: tuple = ()             # one dict per finished phase
-  plateau: Optional[dict] = None  # `schedules.Plateau` of the phase in progress
+  elapsed_s: float = 0.0  # training wall time before this process started
+  results: tuple = ()  # one dict per finished phase
+  plateau: dict | None = None  # `schedules.Plateau` of the phase in progress
 
   def to_json(self) -> dict:
     return {**dataclasses.asdict(self), 'results': list(self.results)}
@@ -32,13 +31,13 @@ class RunState:
   @classmethod
   def from_json(cls, record: dict) -> 'RunState':
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if k == 'results' else v for k, v in record.items()
-                  if k in fields})
+    return cls(**{k: tuple(v) if k == 'results' else v for k, v in record.items() if k in fields})
 
 
 @dataclasses.dataclass(frozen=True)
 class Workdir:
   """Every file of a run, under one directory (local or any filesystem epath reaches)."""
+
   root: epath.Path
 
   def __init__(self, root):
@@ -46,10 +45,10 @@ class Workdir:
 
   metrics = property(lambda self: self.root / 'metrics.jsonl')
   tensorboard = property(lambda self: self.root / 'tensorboard')
-  plan = property(lambda self: self.root / 'phases.json')       # every resolved value
+  plan = property(lambda self: self.root / 'phases.json')  # every resolved value
   checkpoints = property(lambda self: self.root / 'checkpoints')
   results = property(lambda self: self.root / 'results.json')
-  final = property(lambda self: self.root / 'final.npz')        # official layout + class names
+  final = property(lambda self: self.root / 'final.npz')  # official layout + class names
   lock = property(lambda self: self.root / '.lock')
   plan_changes = property(lambda self: self.root / 'plan_changes.json')  # accepted on resume
 
@@ -58,14 +57,15 @@ class Workdir:
 
 
 def new_train_state(params, optimizer) -> dict:
-  return {'params': params, 'opt_state': optimizer.init(params),
-          'step': jnp.zeros((), jnp.int32)}
+  return {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
 
 
 def train_state_shapes(model, optimizer, crop: int) -> dict:
   """The train state's shapes and dtypes, without computing anything (for restoring); only
   'params' without an optimizer."""
+
   def build():
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, crop, crop, 3)))['params']
     return {'params': params} if optimizer is None else new_train_state(params, optimizer)
+
   return jax.eval_shape(build)

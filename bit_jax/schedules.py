@@ -11,7 +11,6 @@ The host computes the rate of every step as a Python float (see optim.py for why
 
 import dataclasses
 import math
-from typing import Optional
 
 from bit_jax import hyperrule
 
@@ -21,8 +20,7 @@ SCHEDULES = ('hyperrule', 'constant', 'plateau')
 def learning_rate(phase, step: int, plateau_scale: float = 1.0) -> float:
   """The learning rate of a resolved phase (its settings) at its own step `step`."""
   if phase.lr_schedule == 'hyperrule':
-    schedule = hyperrule.Schedule(phase.warmup_steps, tuple(phase.decay_steps),
-                                  phase.total_steps)
+    schedule = hyperrule.Schedule(phase.warmup_steps, tuple(phase.decay_steps), phase.total_steps)
     return hyperrule.learning_rate(step, None, phase.lr, schedule=schedule)
   if step < phase.warmup_steps:
     return phase.lr * step / phase.warmup_steps
@@ -32,9 +30,10 @@ def learning_rate(phase, step: int, plateau_scale: float = 1.0) -> float:
 @dataclasses.dataclass
 class Plateau:
   """Reduce-on-plateau and early stopping from validation losses; a JSON-able state."""
+
   patience: int
   factor: float
-  stop_patience: Optional[int]
+  stop_patience: int | None
   best: float = math.inf
   since_best: int = 0
   since_reduce: int = 0

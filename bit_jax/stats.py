@@ -39,12 +39,13 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict:
   """Summary of the differences a - b, with the paired t test's p-value and `significant`."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.shape != b.shape:
-    raise ValueError(f'Expected paired values (one a and one b per seed); got {len(a)} and '
-                     f'{len(b)}.')
+    raise ValueError(
+      f'Expected paired values (one a and one b per seed); got {len(a)} and {len(b)}.'
+    )
   result = summary(a - b)
   if result['n'] < 2:
     return {**result, 'p_value': None, 'significant': None}
-  if np.all(a - b == (a - b)[0]):        # no spread: the t test is undefined
+  if np.all(a - b == (a - b)[0]):  # no spread: the t test is undefined
     p_value = 0.0 if (a - b)[0] != 0 else 1.0
   else:
     p_value = float(scipy_stats.ttest_rel(a, b).pvalue)

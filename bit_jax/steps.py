@@ -35,8 +35,9 @@ def targets_of(labels, num_classes: int, dtype=jnp.float32):
   return jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
-def make_train_step(model, optimizer, *, loss: str = 'softmax', mixup_alpha: float = 0.0,
-                    batch_split: int = 1):
+def make_train_step(
+  model, optimizer, *, loss: str = 'softmax', mixup_alpha: float = 0.0, batch_split: int = 1
+):
   """A pure `train_step(state, batch, lr, rng)`; jit it with the shardings you want."""
   loss_fn = LOSSES[loss]
   num_classes = model.num_classes
@@ -64,13 +65,17 @@ def make_train_step(model, optimizer, *, loss: str = 'softmax', mixup_alpha: flo
 
   def train_step(state, batch, lr, rng):
     targets = targets_of(batch['label'], num_classes, stats_dtype(batch['image'].dtype))
-    images, targets = mixup(jax.random.fold_in(rng, state['step']), batch['image'], targets,
-                            mixup_alpha)
+    images, targets = mixup(
+      jax.random.fold_in(rng, state['step']), batch['image'], targets, mixup_alpha
+    )
     value, grads = loss_and_grads(state['params'], images, targets)
     direction, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     updates = jax.tree.map(lambda d: -lr * d, direction)
-    new_state = {'params': optax.apply_updates(state['params'], updates),
-                 'opt_state': opt_state, 'step': state['step'] + 1}
+    new_state = {
+      'params': optax.apply_updates(state['params'], updates),
+      'opt_state': opt_state,
+      'step': state['step'] + 1,
+    }
     return new_state, {'loss': value}
 
   return train_step
@@ -88,7 +93,11 @@ def make_eval_step(model, *, loss: str = 'softmax'):
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
     # A hit is a predicted class that is a positive label (one-hot or multi-hot alike).
     hit = jnp.take_along_axis(targets, top5, axis=-1) > 0
-    return {'top1': jnp.sum(hit[:, 0] * mask), 'top5': jnp.sum(jnp.any(hit, -1) * mask),
-            'count': jnp.sum(mask), 'loss': jnp.sum(loss_fn(logits, targets) * mask)}
+    return {
+      'top1': jnp.sum(hit[:, 0] * mask),
+      'top5': jnp.sum(jnp.any(hit, -1) * mask),
+      'count': jnp.sum(mask),
+      'loss': jnp.sum(loss_fn(logits, targets) * mask),
+    }
 
   return eval_step

@@ -51,8 +51,8 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(
-      "Expected labels as a 1-D integer array (one class id per example, in "
-      f"split order); got dtype {labels.dtype} with shape {labels.shape}."
+      'Expected labels as a 1-D integer array (one class id per example, in '
+      f'split order); got dtype {labels.dtype} with shape {labels.shape}.'
     )
   return labels
 
@@ -63,8 +63,8 @@ def _check_within(within: np.ndarray | None, num_examples: int) -> np.ndarray:
   candidates = np.unique(np.asarray(within, dtype=np.int64))
   if candidates.size and (candidates[0] < 0 or candidates[-1] >= num_examples):
     raise ValueError(
-      f"Expected `within` ids in [0, {num_examples}) (positions in the split); "
-      f"got ids from {candidates[0]} to {candidates[-1]}."
+      f'Expected `within` ids in [0, {num_examples}) (positions in the split); '
+      f'got ids from {candidates[0]} to {candidates[-1]}.'
     )
   return candidates
 
@@ -88,15 +88,14 @@ def _class_orders(labels: np.ndarray, seed: int, within: np.ndarray | None) -> _
 def _check_enough(orders: _ClassOrders, wanted: np.ndarray, allow_fewer: bool) -> np.ndarray:
   short = np.flatnonzero(wanted > orders.candidates_per_class)
   if short.size and not allow_fewer:
-    details = ", ".join(
-      f"class {orders.classes[i]} has {orders.candidates_per_class[i]}"
-      for i in short[:10]
+    details = ', '.join(
+      f'class {orders.classes[i]} has {orders.candidates_per_class[i]}' for i in short[:10]
     )
-    more = f" (and {short.size - 10} more classes)" if short.size > 10 else ""
+    more = f' (and {short.size - 10} more classes)' if short.size > 10 else ''
     raise ValueError(
-      f"Expected at least the requested number of examples per class; "
-      f"{details}{more} (wanted {wanted[short[0]]}). Ask for fewer, or pass "
-      "allow_fewer=True to take all examples of such classes."
+      f'Expected at least the requested number of examples per class; '
+      f'{details}{more} (wanted {wanted[short[0]]}). Ask for fewer, or pass '
+      'allow_fewer=True to take all examples of such classes.'
     )
   return np.minimum(wanted, orders.candidates_per_class)
 
@@ -115,7 +114,7 @@ def per_class(
   class with fewer than ``k`` candidates is an error unless ``allow_fewer``.
   """
   if k < 0:
-    raise ValueError(f"Expected k >= 0 examples per class; got k={k}.")
+    raise ValueError(f'Expected k >= 0 examples per class; got k={k}.')
   orders = _class_orders(labels, seed, within)
   wanted = np.full(len(orders.classes), k)
   return orders.first(_check_enough(orders, wanted, allow_fewer))
@@ -134,11 +133,11 @@ def per_class_counts(
   unknown = sorted(set(counts) - set(orders.classes.tolist()))
   if unknown:
     raise ValueError(
-      f"Expected counts keyed by label values of the split "
-      f"{orders.classes.tolist()[:20]}...; got unknown classes {unknown[:20]}."
+      f'Expected counts keyed by label values of the split '
+      f'{orders.classes.tolist()[:20]}...; got unknown classes {unknown[:20]}.'
     )
   if any(count < 0 for count in counts.values()):
-    raise ValueError(f"Expected counts >= 0; got {dict(counts)}.")
+    raise ValueError(f'Expected counts >= 0; got {dict(counts)}.')
   wanted = np.array([counts.get(int(c), 0) for c in orders.classes], dtype=np.int64)
   return orders.first(_check_enough(orders, wanted, allow_fewer))
 
@@ -162,7 +161,7 @@ def fraction(
   Rounding is half-up; a rare class may get 0 examples at small ``f``.
   """
   if not 0 < f <= 1:
-    raise ValueError(f"Expected a fraction 0 < f <= 1; got f={f}.")
+    raise ValueError(f'Expected a fraction 0 < f <= 1; got f={f}.')
   orders = _class_orders(labels, seed, within)
   return orders.first(_round_half_up(f * orders.candidates_per_class))
 
@@ -184,25 +183,25 @@ def holdout_split(
   """
   if (val_fraction is None) == (val_per_class is None):
     raise ValueError(
-      "Expected exactly one of val_fraction or val_per_class; got "
-      f"val_fraction={val_fraction}, val_per_class={val_per_class}."
+      'Expected exactly one of val_fraction or val_per_class; got '
+      f'val_fraction={val_fraction}, val_per_class={val_per_class}.'
     )
   orders = _class_orders(labels, seed, within)
   if val_fraction is not None:
     if not 0 < val_fraction < 1:
-      raise ValueError(f"Expected 0 < val_fraction < 1; got {val_fraction}.")
+      raise ValueError(f'Expected 0 < val_fraction < 1; got {val_fraction}.')
     val_counts = _round_half_up(val_fraction * orders.candidates_per_class)
   else:
     if val_per_class < 0:
-      raise ValueError(f"Expected val_per_class >= 0; got {val_per_class}.")
+      raise ValueError(f'Expected val_per_class >= 0; got {val_per_class}.')
     val_counts = np.full(len(orders.classes), val_per_class)
   no_train_left = np.flatnonzero(val_counts >= orders.candidates_per_class)
   if no_train_left.size:
     i = no_train_left[0]
     raise ValueError(
-      f"Expected every class to keep a training example; class "
-      f"{orders.classes[i]} has {orders.candidates_per_class[i]} candidates and "
-      f"{val_counts[i]} would go to validation. Use a smaller validation size."
+      f'Expected every class to keep a training example; class '
+      f'{orders.classes[i]} has {orders.candidates_per_class[i]} candidates and '
+      f'{val_counts[i]} would go to validation. Use a smaller validation size.'
     )
   train_counts = orders.candidates_per_class - val_counts
   train_ids = orders.first(train_counts)
@@ -219,9 +218,7 @@ def _to_json_value(value):
     return value.tolist()
   if isinstance(value, os.PathLike):
     return os.fspath(value)
-  raise TypeError(
-    f"Expected JSON-serialisable metadata; got {type(value).__name__}: {value!r}."
-  )
+  raise TypeError(f'Expected JSON-serialisable metadata; got {type(value).__name__}: {value!r}.')
 
 
 def save_ids(path: str | os.PathLike, ids: np.ndarray, **metadata) -> None:
@@ -233,10 +230,9 @@ def save_ids(path: str | os.PathLike, ids: np.ndarray, **metadata) -> None:
   ids = np.asarray(ids)
   if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
     raise ValueError(
-      f"Expected a 1-D integer array of example ids; got dtype {ids.dtype} "
-      f"with shape {ids.shape}."
+      f'Expected a 1-D integer array of example ids; got dtype {ids.dtype} with shape {ids.shape}.'
     )
-  record = {"metadata": metadata, "num_ids": int(ids.size), "ids": ids.tolist()}
+  record = {'metadata': metadata, 'num_ids': int(ids.size), 'ids': ids.tolist()}
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   # Written whole or not at all: a crash never leaves a truncated id file behind.
@@ -246,10 +242,10 @@ def save_ids(path: str | os.PathLike, ids: np.ndarray, **metadata) -> None:
 def load_ids(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
   """Reads a `save_ids` file: ``(ids as int64 array, metadata dict)``."""
   record = json.loads(epath.Path(path).read_text())
-  ids = np.asarray(record["ids"], dtype=np.int64)
-  if ids.size != record["num_ids"]:
+  ids = np.asarray(record['ids'], dtype=np.int64)
+  if ids.size != record['num_ids']:
     raise ValueError(
-      f"Expected {record['num_ids']} ids in {path}; found {ids.size}. The "
-      "file was edited or corrupted: regenerate it with save_ids."
+      f'Expected {record["num_ids"]} ids in {path}; found {ids.size}. The '
+      'file was edited or corrupted: regenerate it with save_ids.'
     )
-  return ids, record["metadata"]
+  return ids, record['metadata']

@@ -36,7 +36,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import jax
 import ml_collections
@@ -51,7 +50,7 @@ from bit_jax.preemption import StopRequest
 from bit_jax.run_state import Workdir
 
 PLACEHOLDER, SEED = '{workdir}', '{seed}'
-RUN_KEYS = ('name', 'tags', 'seeds')       # in a run dict, but not config fields
+RUN_KEYS = ('name', 'tags', 'seeds')  # in a run dict, but not config fields
 WAIT_S = 10.0
 
 
@@ -62,11 +61,12 @@ class SweepConfigError(ConfigError):
 @dataclasses.dataclass(frozen=True)
 class Repeat:
   """One training of a sweep: run `name` at repeat `seed`, in `directory`."""
+
   name: str
   seed: int
   directory: epath.Path
   config: ml_collections.ConfigDict
-  inputs: tuple[epath.Path, ...]      # directories of repeats whose files it reads
+  inputs: tuple[epath.Path, ...]  # directories of repeats whose files it reads
 
 
 def _substitute(value, replacements: dict):
@@ -98,25 +98,33 @@ def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
   for index, run in enumerate(runs):
     name = run.get('name')
     if not name or '/' in name or name in seen:
-      raise SweepConfigError(f'Run {index} has name {name!r}; every run needs a unique name '
-                             f'without "/" (it names its directory).')
+      raise SweepConfigError(
+        f'Run {index} has name {name!r}; every run needs a unique name '
+        f'without "/" (it names its directory).'
+      )
     unknown = sorted(set(run) - fields - set(RUN_KEYS))
     if unknown:
-      raise SweepConfigError(f'Run {name!r} overrides unknown fields {unknown}; runs may set '
-                             f'any field of `base` (see bit_jax/defaults.py), plus '
-                             f'{", ".join(RUN_KEYS)}.')
+      raise SweepConfigError(
+        f'Run {name!r} overrides unknown fields {unknown}; runs may set '
+        f'any field of `base` (see bit_jax/defaults.py), plus '
+        f'{", ".join(RUN_KEYS)}.'
+      )
     clashes = sorted(set(run.get('tags', {})) & (fields | {'name', 'seed_index'}))
     if clashes:
-      raise SweepConfigError(f'Run {name!r} has tags {clashes} named like config fields; '
-                             f'rename them (they become columns beside the overridden fields).')
+      raise SweepConfigError(
+        f'Run {name!r} has tags {clashes} named like config fields; '
+        f'rename them (they become columns beside the overridden fields).'
+      )
     if not isinstance(run.get('seeds', 1), int) or run.get('seeds', 1) < 1:
       raise SweepConfigError(f'Run {name!r} has seeds={run["seeds"]!r}; expected an int >= 1.')
     text = json.dumps({**sweep.base.to_dict(), **run}, default=str)
     for other in {r.get('name') for r in runs} - seen - {None}:
       if f'{PLACEHOLDER}/{other}/' in text:
-        raise SweepConfigError(f'Run {name!r} uses {PLACEHOLDER}/{other}/, but run {other!r} '
-                               f'is not listed before it; order the runs so their inputs '
-                               f'exist.')
+        raise SweepConfigError(
+          f'Run {name!r} uses {PLACEHOLDER}/{other}/, but run {other!r} '
+          f'is not listed before it; order the runs so their inputs '
+          f'exist.'
+        )
     seen.add(name)
   return runs
 
@@ -170,8 +178,14 @@ def _wait_for_inputs(repeat: Repeat, everything: dict, stop: StopRequest, train_
       time.sleep(WAIT_S)
 
 
-def run_sweep(sweep: ml_collections.ConfigDict, workdir, name: str = 'results', *,
-              stop: Optional[StopRequest] = None, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+def run_sweep(
+  sweep: ml_collections.ConfigDict,
+  workdir,
+  name: str = 'results',
+  *,
+  stop: StopRequest | None = None,
+  shard: tuple[int, int] = (0, 1),
+) -> list[dict]:
   """Train this shard's unfinished repeats, rewriting the report after each; returns the rows
   of every finished repeat.
 
@@ -197,20 +211,20 @@ def _run_shard(sweep, workdir, name, stop, shard) -> list[dict]:
 
   def train_here(repeat: Repeat) -> None:
     if stop.agreed():
-      raise Stopped(f'Stopped on request before {repeat.directory}; rerun the same command '
-                    f'to continue the sweep.')
+      raise Stopped(
+        f'Stopped on request before {repeat.directory}; rerun the same command '
+        f'to continue the sweep.'
+      )
     _wait_for_inputs(repeat, by_directory, stop, train_here)
     position = everything.index(repeat) + 1
     try:
       with run_lib.claimed(repeat.directory) as claim:
-        if _done(repeat.directory):     # finished by another job since we looked
+        if _done(repeat.directory):  # finished by another job since we looked
           return
-        print(f'{tag}[{position}/{len(everything)}] {repeat.name} seed {repeat.seed}',
-              flush=True)
+        print(f'{tag}[{position}/{len(everything)}] {repeat.name} seed {repeat.seed}', flush=True)
         run_lib.run(repeat.config, repeat.directory, stop=stop, claim=claim)
     except WorkdirInUse:
-      print(f'{tag}  {repeat.directory} is being trained by another job; left to it',
-            flush=True)
+      print(f'{tag}  {repeat.directory} is being trained by another job; left to it', flush=True)
       return
     write_report()
 
@@ -219,7 +233,7 @@ def _run_shard(sweep, workdir, name, stop, shard) -> list[dict]:
       print(f'{tag}{repeat.name} seed {repeat.seed}: done before, skipped', flush=True)
       continue
     train_here(repeat)
-  write_report()     # also when every run was done before: the report follows the config
+  write_report()  # also when every run was done before: the report follows the config
   return collect(sweep, workdir)[0]
 
 
@@ -232,14 +246,21 @@ def _eval_rows(base_row, directory, resolved, results):
   evals = {}
   for line in Workdir(directory).metrics.read_text().splitlines():
     record = json.loads(line)
-    if 'test_top1' in record:      # a resumed run logs some steps twice: keep the last
+    if 'test_top1' in record:  # a resumed run logs some steps twice: keep the last
       evals[record['step']] = record
   rows = []
   for step, record in sorted(evals.items()):
     first, seen, phase = [s for s in starts if s[0] < step][-1]
-    rows.append({**base_row, 'phase': phase['name'], 'step': step,
-                 'examples_seen': seen + (step - first) * phase['batch_size'],
-                 'top1': record['test_top1'], 'val_top1': record.get('val_top1')})
+    rows.append(
+      {
+        **base_row,
+        'phase': phase['name'],
+        'step': step,
+        'examples_seen': seen + (step - first) * phase['batch_size'],
+        'top1': record['test_top1'],
+        'val_top1': record.get('val_top1'),
+      }
+    )
   return rows
 
 
@@ -258,28 +279,49 @@ def collect(sweep, workdir):
     results = files.read_json(directory.results)
     resolved = files.read_json(directory.plan)
     last, run = resolved[-1], overrides[repeat.name]
-    row = {'name': repeat.name, 'seed_index': repeat.seed, **run.get('tags', {}),
-           **{k: run[k] for k in swept if k in run}}
-    row.update(subset_seed=last['subset_seed'], train_examples=last['num_examples'],
-               per_class=round(last['num_examples'] / last['num_classes'], 1),
-               top1=results['final'].get('test_top1'), top5=results['final'].get('test_top5'),
-               steps=results['steps'], examples_seen=results['examples_seen'],
-               compute_epochs=results['examples_seen'] / last['num_examples'],
-               wall_time_s=results['wall_time_s'])
+    row = {
+      'name': repeat.name,
+      'seed_index': repeat.seed,
+      **run.get('tags', {}),
+      **{k: run[k] for k in swept if k in run},
+    }
+    row.update(
+      subset_seed=last['subset_seed'],
+      train_examples=last['num_examples'],
+      per_class=round(last['num_examples'] / last['num_classes'], 1),
+      top1=results['final'].get('test_top1'),
+      top5=results['final'].get('test_top5'),
+      steps=results['steps'],
+      examples_seen=results['examples_seen'],
+      compute_epochs=results['examples_seen'] / last['num_examples'],
+      wall_time_s=results['wall_time_s'],
+    )
     rows.append(row)
     for phase, result in zip(resolved, results['phases']):
-      phase_rows.append({**{k: phase.get(k) for k in report.PHASE_COLUMNS}, **result,
-                         'name': repeat.name, 'seed_index': repeat.seed, 'phase': phase['name'],
-                         'init': phase['init'].replace(str(workdir), PLACEHOLDER)})
-    eval_rows += _eval_rows({'name': repeat.name, 'seed_index': repeat.seed},
-                            directory.root, resolved, results)
+      phase_rows.append(
+        {
+          **{k: phase.get(k) for k in report.PHASE_COLUMNS},
+          **result,
+          'name': repeat.name,
+          'seed_index': repeat.seed,
+          'phase': phase['name'],
+          'init': phase['init'].replace(str(workdir), PLACEHOLDER),
+        }
+      )
+    eval_rows += _eval_rows(
+      {'name': repeat.name, 'seed_index': repeat.seed}, directory.root, resolved, results
+    )
   return rows, ['name', 'seed_index', *tags, *swept, *report.MEASURED], phase_rows, eval_rows
 
 
 # train.py defines --config and --workdir (absl flags are process-wide); a sweep reads them too.
 _CONFIG, _WORKDIR = train._CONFIG, train._WORKDIR  # noqa: SLF001
-_SHARD = flags.DEFINE_string('shard', '0/1', 'i/n: train every n-th repeat, from the i-th '
-                             '(0-based), as one of n jobs sharing the sweep directory.')
+_SHARD = flags.DEFINE_string(
+  'shard',
+  '0/1',
+  'i/n: train every n-th repeat, from the i-th '
+  '(0-based), as one of n jobs sharing the sweep directory.',
+)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -295,8 +337,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 def main(argv):
   del argv
   if not _WORKDIR.value or 'runs' not in _CONFIG.value:
-    raise app.UsageError('Expected --config=configs/sweeps/<study>.py[:arg] (a config with '
-                         '`base`, `runs` and `report`) and --workdir=DIR.')
+    raise app.UsageError(
+      'Expected --config=configs/sweeps/<study>.py[:arg] (a config with '
+      '`base`, `runs` and `report`) and --workdir=DIR.'
+    )
   logging.set_verbosity(logging.WARNING)
   # Every run compiles the same train and eval steps again; a persistent cache turns all but
   # the first compilation into a lookup (~10 s a run on CPU).
@@ -310,8 +354,7 @@ def main(argv):
   except (UserError, Stopped) as e:
     sys.exit(train.report(e))
   if metrics.is_logging_process():
-    print(f'{len(rows)} runs finished: {_WORKDIR.value}/results.md, '
-          f'{_WORKDIR.value}/{name}.png')
+    print(f'{len(rows)} runs finished: {_WORKDIR.value}/results.md, {_WORKDIR.value}/{name}.png')
 
 
 if __name__ == '__main__':

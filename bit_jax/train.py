@@ -25,19 +25,27 @@ from bit_jax.errors import Stopped, UserError
 
 DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'demo.py')
 
-_CONFIG = config_flags.DEFINE_config_file('config', DEMO_CONFIG, 'Path to a config file, '
-                                          'optionally with ":arg" (see configs/).',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config',
+  DEMO_CONFIG,
+  'Path to a config file, optionally with ":arg" (see configs/).',
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (resumes what is there).')
-_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the resolved plan of every phase and '
-                             'exit without training.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for several processes off Cloud TPU.')
+_DRY_RUN = flags.DEFINE_bool(
+  'dry_run', False, 'Print the resolved plan of every phase and exit without training.'
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'host:port of process 0, for several processes off Cloud TPU.'
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0-based).')
 _ACCEPT_CHANGES = flags.DEFINE_list(
-    'accept_changes', [], 'Resume a workdir although these fields of the config changed (e.g. '
-    'total_steps), on purpose; the change is recorded in plan_changes.json.')
+  'accept_changes',
+  [],
+  'Resume a workdir although these fields of the config changed (e.g. '
+  'total_steps), on purpose; the change is recorded in plan_changes.json.',
+)
 
 
 def _flag_mistake(error: BaseException) -> str:
@@ -64,31 +72,37 @@ def parse_flags(argv):
 def initialize_distributed():
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):   # a multi-host Cloud TPU VM slice
+  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):  # a multi-host Cloud TPU VM slice
     jax.distributed.initialize()
 
 
 def report(error: BaseException) -> int:
   """Print a user-facing failure as one line on stderr; returns the exit code."""
-  print(f'ERROR: {error}' if isinstance(error, UserError) else str(error), file=sys.stderr,
-        flush=True)
+  print(
+    f'ERROR: {error}' if isinstance(error, UserError) else str(error), file=sys.stderr, flush=True
+  )
   return error.exit_code
 
 
 def print_results(results: dict, workdir: str) -> None:
   for result in results['phases']:
-    accuracy = '  '.join(f'{k} {v:.4f}' for k, v in result.items()
-                         if k.startswith('test_') and isinstance(v, float) and 'loss' not in k)
+    accuracy = '  '.join(
+      f'{k} {v:.4f}'
+      for k, v in result.items()
+      if k.startswith('test_') and isinstance(v, float) and 'loss' not in k
+    )
     print(f'{result["phase"]:>12}: {accuracy}  ({result["steps"]} steps)')
-  print(f'Done in {results["wall_time_s"]:.0f} s: {results["steps"]} steps, '
-        f'{results["examples_seen"]} examples processed. {workdir}/results.json')
+  print(
+    f'Done in {results["wall_time_s"]:.0f} s: {results["steps"]} steps, '
+    f'{results["examples_seen"]} examples processed. {workdir}/results.json'
+  )
 
 
 def main(argv):
   del argv
   if not _WORKDIR.value and not _DRY_RUN.value:
     raise app.UsageError('--workdir is required (a directory for checkpoints and metrics).')
-  logging.set_verbosity(logging.WARNING)     # orbax logs every save at INFO
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   initialize_distributed()
   try:
     if not _DRY_RUN.value:

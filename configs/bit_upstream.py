@@ -29,9 +29,9 @@ def get_config(arg='BiT-S-R50x1'):
     config.loss = 'softmax'
   else:
     config.dataset, config.label_key, config.loss = 'imagenet21k', 'labels', 'sigmoid'
-    config.train_split, config.eval_split = 'full[51200:]', 'full[:51200]'   # minival held out
+    config.train_split, config.eval_split = 'full[51200:]', 'full[:51200]'  # minival held out
   config.preprocess, config.crop = 'inception', 224
-  config.resize = 224            # unused by the Inception crop; set so the HyperRule is not asked
+  config.resize = 224  # unused by the Inception crop; set so the HyperRule is not asked
   config.batch_size = 4096
   config.base_lr, config.base_batch, config.lr_scaling = 0.03, 256, 'linear'
   config.weight_decay = 1e-4

@@ -30,14 +30,16 @@ def get_config(arg=''):
   config.model = 'R14x0.5'
   config.init = 'scratch'
   config.dataset = 'sklearn_digits'
-  config.resize, config.crop = 36, 32        # the HyperRule's 160->128 is too slow on 2 cores
+  config.resize, config.crop = 36, 32  # the HyperRule's 160->128 is too slow on 2 cores
   config.batch_size = 64
   config.log_every = 25
   config.eval_every = 0
   config.checkpoint_every = 100
   upstream = dict(name='upstream', train_split='train[:60%]', lr=0.05, total_steps=200)
   few_shot = dict(train_split='train[60%:]', shots=2, total_steps=300, lr=0.003 * 64 / 512)
-  config.phases = (upstream,
-                   dict(name='transfer', init='previous', **few_shot),
-                   dict(name='scratch', init='scratch', **few_shot))
+  config.phases = (
+    upstream,
+    dict(name='transfer', init='previous', **few_shot),
+    dict(name='scratch', init='scratch', **few_shot),
+  )
   return config

@@ -15,8 +15,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools'))   # timm_oracle, benchmark_steps: tools, not the package
-sys.path.insert(0, str(REPO / 'tests' / 'configs'))   # tiny.py, tiny_sweep.py
+sys.path.insert(0, str(REPO / 'tools'))  # timm_oracle, benchmark_steps: tools, not the package
+sys.path.insert(0, str(REPO / 'tests' / 'configs'))  # tiny.py, tiny_sweep.py
 TEST_DATA = REPO / 'tests' / 'data'
 SHARED_TFDS = REPO.parent / 'shared' / 'data' / 'tfds'
 

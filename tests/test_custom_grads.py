@@ -7,8 +7,7 @@ import pytest
 
 from bit_jax import ops
 
-
-plain_group_norm = ops.plain_group_norm    # the textbook formula, checked against numpy below
+plain_group_norm = ops.plain_group_norm  # the textbook formula, checked against numpy below
 
 
 def inputs(shape, dtype, loc):
@@ -27,8 +26,10 @@ def relative_error(actual, expected):
 
 
 # A large mean (100 with std 3) is where a one-pass variance or a sloppy backward loses digits.
-@pytest.mark.parametrize('shape,loc', [((2, 8, 8, 64), 0.0), ((2, 8, 8, 64), 100.0),
-                                       ((3, 4, 5, 96), 5.0), ((1, 2, 2, 32), 0.0)])
+@pytest.mark.parametrize(
+  'shape,loc',
+  [((2, 8, 8, 64), 0.0), ((2, 8, 8, 64), 100.0), ((3, 4, 5, 96), 5.0), ((1, 2, 2, 32), 0.0)],
+)
 def test_group_norm_gradient_matches_autodiff_of_plain_formula_f32(shape, loc):
   x, scale, bias, cotangent = inputs(shape, jnp.float32, loc)
   out, vjp = jax.vjp(ops.group_norm, x, scale, bias)
@@ -44,8 +45,8 @@ def test_group_norm_gradient_bfloat16_activations():
   grads = jax.vjp(ops.group_norm, x, scale, bias)[1](cotangent)
   expected = jax.vjp(plain_group_norm, x, scale, bias)[1](cotangent)
   assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.float32, jnp.float32]
-  assert relative_error(grads[0], expected[0]) < 1e-2          # one bf16 rounding of dx
-  assert relative_error(grads[1], expected[1]) < 1e-5          # float32 parameter gradients
+  assert relative_error(grads[0], expected[0]) < 1e-2  # one bf16 rounding of dx
+  assert relative_error(grads[1], expected[1]) < 1e-5  # float32 parameter gradients
   assert relative_error(grads[2], expected[2]) < 1e-5
 
 
@@ -79,8 +80,8 @@ def numpy_max_pool_grad(x, cotangent):
   x, cotangent = np.asarray(x), np.asarray(cotangent)
   grad = np.zeros_like(x)
   for n, a, b, c in np.ndindex(cotangent.shape):
-    window = x[n, 2 * a:2 * a + 3, 2 * b:2 * b + 3, c]
-    i, j = np.unravel_index(np.argmax(window), (3, 3))      # argmax: the first maximum
+    window = x[n, 2 * a : 2 * a + 3, 2 * b : 2 * b + 3, c]
+    i, j = np.unravel_index(np.argmax(window), (3, 3))  # argmax: the first maximum
     grad[n, 2 * a + i, 2 * b + j, c] += cotangent[n, a, b, c]
   return grad
 
@@ -108,8 +109,9 @@ def test_max_pool_matches_flax_and_routes_gradient_to_first_maximum(shape, ties,
   # Overlapping windows add up to four cotangents per input: only the summation order differs.
   tolerance = dict(rtol=1e-6, atol=1e-6) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
   np.testing.assert_allclose(np.asarray(grad, np.float32), oracle, **tolerance)
-  np.testing.assert_allclose(np.asarray(expected_vjp(cotangent)[0], np.float32), oracle,
-                             **tolerance)
+  np.testing.assert_allclose(
+    np.asarray(expected_vjp(cotangent)[0], np.float32), oracle, **tolerance
+  )
 
 
 def test_plain_group_norm_matches_numpy_two_pass():
@@ -127,15 +129,25 @@ def test_whole_model_gradients_are_the_same_with_both_implementations():
   """ops='custom' and ops='plain' are one function: in float64 their losses and parameter
   gradients agree to rounding (1e-12 relative, where a wrong formula differs at 1e-3)."""
   from bit_jax import models
+
   with jax.enable_x64(True):
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), jnp.float64, -1, 1)
     labels = jax.nn.one_hot(jnp.array([1, 3]), 5, dtype=jnp.float64)
-    model = {choice: models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=5, ops=choice,
-                                     dtype=jnp.float64, param_dtype=jnp.float64)
-             for choice in ('custom', 'plain')}
+    model = {
+      choice: models.ResNetV2(
+        units=(1, 1, 1, 1),
+        width=0.5,
+        num_classes=5,
+        ops=choice,
+        dtype=jnp.float64,
+        param_dtype=jnp.float64,
+      )
+      for choice in ('custom', 'plain')
+    }
     params = jax.jit(model['plain'].init)(jax.random.PRNGKey(1), x)['params']
-    params['head']['kernel'] = 0.1 * jax.random.normal(jax.random.PRNGKey(2),
-                                                       params['head']['kernel'].shape, jnp.float64)
+    params['head']['kernel'] = 0.1 * jax.random.normal(
+      jax.random.PRNGKey(2), params['head']['kernel'].shape, jnp.float64
+    )
     grads = {}
     for choice in model:
       loss = lambda p: -jnp.sum(labels * jax.nn.log_softmax(model[choice].apply({'params': p}, x)))

@@ -13,9 +13,9 @@ import threading
 import numpy as np
 import pytest
 import tqdm
+from conftest import TEST_DATA
 
 from bit_jax import download, models, pretrained
-from conftest import TEST_DATA
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'
@@ -47,21 +47,22 @@ def _handler(server):
         self.send_response(416)
         self.send_header('Content-Range', f'bytes */{len(DATA)}')
         return self.end_headers()
-      body = DATA[start or 0:]
+      body = DATA[start or 0 :]
       self.send_response(200 if start is None else 206)
       if start is not None:
         self.send_header('Content-Range', f'bytes {start}-{len(DATA) - 1}/{len(DATA)}')
       self.send_header('Content-Length', str(len(body)))
       md5 = hashlib.md5(b'other bytes').digest() if server.mode == 'bad_md5' else MD5
-      self.send_header('x-goog-hash', 'crc32c=n03x6A==')          # GCS sends two headers
+      self.send_header('x-goog-hash', 'crc32c=n03x6A==')  # GCS sends two headers
       self.send_header('x-goog-hash', f'md5={base64.b64encode(md5).decode()}')
       self.end_headers()
-      body = body[:len(body) // 2] if server.mode == 'cut' else body
-      self.wfile.write(body)     # HTTP/1.0: the connection closes when this returns
+      body = body[: len(body) // 2] if server.mode == 'cut' else body
+      self.wfile.write(body)  # HTTP/1.0: the connection closes when this returns
       server.sent.append(len(body))
 
     def log_message(self, *args):
       pass
+
   return Handler
 
 
@@ -98,8 +99,8 @@ def test_cut_connection_keeps_part_and_next_call_resumes(server, tmp_path):
 
   server.mode = 'ok'
   download.fetch(server.url, target, quiet=True)
-  assert server.ranges[-1] == f'bytes={HALF}-'              # asked only for the rest ...
-  assert server.sent[-1] == len(DATA) - HALF                 # ... and got only the rest
+  assert server.ranges[-1] == f'bytes={HALF}-'  # asked only for the rest ...
+  assert server.sent[-1] == len(DATA) - HALF  # ... and got only the rest
   assert target.read_bytes() == DATA and leftovers(tmp_path) == ['model.npz']
 
 
@@ -119,7 +120,7 @@ def test_complete_part_is_finished_after_416(server, tmp_path):
 
 
 def test_http_error_names_status_and_url_and_leaves_nothing(server, tmp_path):
-  (tmp_path / 'model.npz.part').write_bytes(DATA[:100])       # from an earlier, cut attempt
+  (tmp_path / 'model.npz.part').write_bytes(DATA[:100])  # from an earlier, cut attempt
   server.mode = '404'
   with pytest.raises(RuntimeError, match='HTTP 404') as error:
     download.fetch(server.url, tmp_path / 'model.npz', quiet=True)
@@ -127,11 +128,14 @@ def test_http_error_names_status_and_url_and_leaves_nothing(server, tmp_path):
   assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize('mode,kwargs,problem', [
-    ('bad_md5', {}, 'MD5'),                                         # the server's hash
-    ('ok', {'md5': hashlib.md5(b'x').hexdigest()}, 'MD5'),          # the caller's hash
+@pytest.mark.parametrize(
+  'mode,kwargs,problem',
+  [
+    ('bad_md5', {}, 'MD5'),  # the server's hash
+    ('ok', {'md5': hashlib.md5(b'x').hexdigest()}, 'MD5'),  # the caller's hash
     ('ok', {'expected_size': len(DATA) + 1}, f'{len(DATA)} bytes'),  # the caller's size
-])
+  ],
+)
 def test_mismatch_deletes_the_file(server, tmp_path, mode, kwargs, problem):
   server.mode = mode
   with pytest.raises(RuntimeError, match='corrupt') as error:
@@ -158,4 +162,4 @@ def test_load_pretrained_of_a_published_name_downloads(server, tmp_path, monkeyp
   logits = model.apply({'params': params}, golden['images'])
   assert np.abs(np.asarray(logits) - golden['logits']).max() <= 1e-4
   pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path, num_classes=0)
-  assert len(server.ranges) == 1                                # the second load is cached
+  assert len(server.ranges) == 1  # the second load is cached

@@ -5,11 +5,11 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TEST_DATA
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from bit_jax import data_sources, fewshot, pretrained, subsets
-from conftest import TEST_DATA
 
 
 def sklearn_predictions(train_x, train_y, test_x, num_classes, l2):
@@ -19,7 +19,7 @@ def sklearn_predictions(train_x, train_y, test_x, num_classes, l2):
   return np.argmax(ridge.predict(scaler.transform(test_x)), axis=1)
 
 
-@pytest.mark.parametrize('n,d', [(30, 200), (400, 50)])   # the dual and the primal solve
+@pytest.mark.parametrize('n,d', [(30, 200), (400, 50)])  # the dual and the primal solve
 def test_ridge_matches_sklearn(n, d):
   rng = np.random.default_rng(0)
   centres = rng.normal(size=(5, d))
@@ -29,7 +29,7 @@ def test_ridge_matches_sklearn(n, d):
   for l2 in (1.0, fewshot.L2):
     ours = fewshot.predict(fewshot.fit_ridge(train_x, train_y, 5, l2), test_x)
     expected = sklearn_predictions(train_x, train_y, test_x, 5, l2)
-    assert 0.3 < np.mean(expected == test_y) < 1.0      # a task where predictions can differ
+    assert 0.3 < np.mean(expected == test_y) < 1.0  # a task where predictions can differ
     np.testing.assert_array_equal(ours, expected)
 
 
@@ -38,20 +38,20 @@ def oracle_features(model, params, source, crop):
   records = list(source.records().as_numpy_iterator())
   images = tf.image.resize(np.stack([r['image'] for r in records]), [crop, crop]).numpy()
   feats = jax.jit(model.apply, static_argnames='return_intermediates')(
-      {'params': params}, images / 127.5 - 1.0, return_intermediates=True)[1]
+    {'params': params}, images / 127.5 - 1.0, return_intermediates=True
+  )[1]
   ids = np.array([r['id'] for r in records])
   assert np.array_equal(ids, np.arange(len(ids)))
   return np.asarray(feats['pre_logits'], np.float64), np.array([r['label'] for r in records])
 
 
 def test_fewshot_accuracies_match_sklearn_on_real_features():
-  model, params = pretrained.load_pretrained(TEST_DATA / 'bit_small_official.npz',
-                                             num_classes=0)
-  train, test = (data_sources.get_source('sklearn_digits', s, classes=(0, 1, 2, 3, 4))
-                 for s in ('train', 'test'))
+  model, params = pretrained.load_pretrained(TEST_DATA / 'bit_small_official.npz', num_classes=0)
+  train, test = (
+    data_sources.get_source('sklearn_digits', s, classes=(0, 1, 2, 3, 4)) for s in ('train', 'test')
+  )
   shots, crop, seed = (1, 3, 10), 16, 1
-  got = fewshot.fewshot_accuracies(model, params, train, test, shots, crop, seed,
-                                   batch_size=64)
+  got = fewshot.fewshot_accuracies(model, params, train, test, shots, crop, seed, batch_size=64)
   test_x, test_y = oracle_features(model, params, test, crop)
   all_x, all_y = oracle_features(model, params, train, crop)
   for k in shots:
@@ -59,4 +59,4 @@ def test_fewshot_accuracies_match_sklearn_on_real_features():
     assert len(ids) == 5 * k
     predictions = sklearn_predictions(all_x[ids], all_y[ids], test_x, 5, fewshot.L2)
     assert got[k] == pytest.approx(np.mean(predictions == test_y), abs=1e-9), k
-  assert 0.2 < got[1] < got[10]          # better than chance (0.2), and more shots help
+  assert 0.2 < got[1] < got[10]  # better than chance (0.2), and more shots help

@@ -12,10 +12,10 @@ import socket
 import huggingface_hub.constants  # reads HF_* now, before the tests set them
 import numpy as np
 import pytest
+from conftest import REPO, TEST_DATA
 from safetensors.numpy import save_file
 
 from bit_jax import pretrained
-from conftest import REPO, TEST_DATA
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'
@@ -46,11 +46,12 @@ def hub_cache(tmp_path, monkeypatch):
   def no_network(host, *args, **kwargs):
     lookups.append(host)
     raise socket.gaierror(f'test is offline: looked up {host}')
+
   monkeypatch.setattr(socket, 'getaddrinfo', no_network)
   offline_at_import = huggingface_hub.constants.HF_HUB_OFFLINE
   yield repo
-  assert lookups == []                      # offline mode means not even trying
-  assert huggingface_hub.constants.HF_HUB_OFFLINE == offline_at_import     # nothing leaks
+  assert lookups == []  # offline mode means not even trying
+  assert huggingface_hub.constants.HF_HUB_OFFLINE == offline_at_import  # nothing leaks
 
 
 def logits(name_or_path):
@@ -60,7 +61,7 @@ def logits(name_or_path):
 
 def test_hub_and_safetensors_give_the_npz_logits(hub_cache):
   expected = logits(CHECKPOINT)
-  assert np.abs(expected - np.load(GOLDEN)['logits']).max() <= 1e-4     # timm agrees
+  assert np.abs(expected - np.load(GOLDEN)['logits']).max() <= 1e-4  # timm agrees
   assert np.abs(logits('hf-hub:' + REPO_ID) - expected).max() <= 1e-6
   local = hub_cache / 'snapshots' / COMMIT / 'model.safetensors'
   assert pretrained.detect_format(local) == 'safetensors'

@@ -13,7 +13,7 @@ import pytest
 
 from bit_jax import hyperrule
 
-TFDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+TFDS_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
 
 SMALL = [100, 200, 300, 400, 500]
 MEDIUM = [500, 3000, 6000, 9000, 10_000]
@@ -31,7 +31,7 @@ OFFICIAL_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("num_examples, supports, alpha, image_hw, res", OFFICIAL_TABLE)
+@pytest.mark.parametrize('num_examples, supports, alpha, image_hw, res', OFFICIAL_TABLE)
 def test_official_table(num_examples, supports, alpha, image_hw, res):
   plan = hyperrule.schedule(num_examples)
   assert [plan.warmup_steps, *plan.decay_boundaries, plan.total_steps] == supports
@@ -42,25 +42,62 @@ def test_official_table(num_examples, supports, alpha, image_hw, res):
 # (step, lr) around every support with base lr 0.003. At and after the last support
 # the official code returns None (stop); this module documents 0.0 instead.
 SMALL_LRS = [
-  (0, 0.0), (1, 0.00003), (50, 0.0015), (99, 0.00297), (100, 0.003), (101, 0.003),
-  (199, 0.003), (200, 0.003), (201, 0.0003),
-  (299, 0.0003), (300, 0.0003), (301, 3e-5),
-  (399, 3e-5), (400, 3e-5), (401, 3e-6),
-  (499, 3e-6), (500, 0.0), (501, 0.0),
+  (0, 0.0),
+  (1, 0.00003),
+  (50, 0.0015),
+  (99, 0.00297),
+  (100, 0.003),
+  (101, 0.003),
+  (199, 0.003),
+  (200, 0.003),
+  (201, 0.0003),
+  (299, 0.0003),
+  (300, 0.0003),
+  (301, 3e-5),
+  (399, 3e-5),
+  (400, 3e-5),
+  (401, 3e-6),
+  (499, 3e-6),
+  (500, 0.0),
+  (501, 0.0),
 ]
 MEDIUM_LRS = [
-  (0, 0.0), (1, 0.000006), (499, 0.002994), (500, 0.003), (501, 0.003),
-  (2999, 0.003), (3000, 0.003), (3001, 0.0003),
-  (5999, 0.0003), (6000, 0.0003), (6001, 3e-5),
-  (8999, 3e-5), (9000, 3e-5), (9001, 3e-6),
-  (9999, 3e-6), (10_000, 0.0), (10_001, 0.0),
+  (0, 0.0),
+  (1, 0.000006),
+  (499, 0.002994),
+  (500, 0.003),
+  (501, 0.003),
+  (2999, 0.003),
+  (3000, 0.003),
+  (3001, 0.0003),
+  (5999, 0.0003),
+  (6000, 0.0003),
+  (6001, 3e-5),
+  (8999, 3e-5),
+  (9000, 3e-5),
+  (9001, 3e-6),
+  (9999, 3e-6),
+  (10_000, 0.0),
+  (10_001, 0.0),
 ]
 LARGE_LRS = [
-  (0, 0.0), (1, 0.000006), (499, 0.002994), (500, 0.003), (501, 0.003),
-  (5999, 0.003), (6000, 0.003), (6001, 0.0003),
-  (11_999, 0.0003), (12_000, 0.0003), (12_001, 3e-5),
-  (17_999, 3e-5), (18_000, 3e-5), (18_001, 3e-6),
-  (19_999, 3e-6), (20_000, 0.0), (20_001, 0.0),
+  (0, 0.0),
+  (1, 0.000006),
+  (499, 0.002994),
+  (500, 0.003),
+  (501, 0.003),
+  (5999, 0.003),
+  (6000, 0.003),
+  (6001, 0.0003),
+  (11_999, 0.0003),
+  (12_000, 0.0003),
+  (12_001, 3e-5),
+  (17_999, 3e-5),
+  (18_000, 3e-5),
+  (18_001, 3e-6),
+  (19_999, 3e-6),
+  (20_000, 0.0),
+  (20_001, 0.0),
 ]
 LR_CASES = (
   [(1_000, step, lr) for step, lr in SMALL_LRS]
@@ -69,7 +106,7 @@ LR_CASES = (
 )
 
 
-@pytest.mark.parametrize("num_examples, step, expected", LR_CASES)
+@pytest.mark.parametrize('num_examples, step, expected', LR_CASES)
 def test_learning_rate_matches_official(num_examples, step, expected):
   lr = hyperrule.learning_rate(step, num_examples, 0.003)
   assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
@@ -89,16 +126,16 @@ def test_no_warmup_schedule_starts_at_base_lr():
 
 
 @pytest.mark.parametrize(
-  "warmup, boundaries, total",
+  'warmup, boundaries, total',
   [(-1, (), 10), (5, (3,), 10), (1, (8, 4), 10), (1, (12,), 10), (0, (), 0)],
 )
 def test_invalid_schedule_is_rejected(warmup, boundaries, total):
-  with pytest.raises(ValueError, match="warmup_steps"):
+  with pytest.raises(ValueError, match='warmup_steps'):
     hyperrule.Schedule(warmup, boundaries, total)
 
 
 def test_schedule_needs_size_or_override():
-  with pytest.raises(ValueError, match="num_examples"):
+  with pytest.raises(ValueError, match='num_examples'):
     hyperrule.learning_rate(0, None)
 
 
@@ -106,7 +143,7 @@ def test_linear_scaling_is_there_when_asked_for():
   assert hyperrule.linearly_scaled_lr(512, 0.003, 512) == pytest.approx(0.003)
   assert hyperrule.linearly_scaled_lr(128, 0.003, 512) == pytest.approx(0.00075)
   assert hyperrule.linearly_scaled_lr(4096, 0.03, 256) == pytest.approx(0.48)
-  with pytest.raises(ValueError, match="positive"):
+  with pytest.raises(ValueError, match='positive'):
     hyperrule.linearly_scaled_lr(0, 0.003, 512)
 
 
@@ -119,25 +156,25 @@ def test_resolution_area_boundary_is_strict():
 
 
 def test_paper_resolution_rule():
-  assert hyperrule.resolution((224, 224), rule="paper") == (448, 384)
-  assert hyperrule.resolution((32, 32), rule="paper") == (160, 128)
-  with pytest.raises(ValueError, match="official"):
-    hyperrule.resolution((32, 32), rule="papr")
+  assert hyperrule.resolution((224, 224), rule='paper') == (448, 384)
+  assert hyperrule.resolution((32, 32), rule='paper') == (160, 128)
+  with pytest.raises(ValueError, match='official'):
+    hyperrule.resolution((32, 32), rule='papr')
 
 
 def test_image_size_reads_tfds_metadata():
   if not TFDS_DIR.is_dir():
-    pytest.skip(f"no TFDS data at {TFDS_DIR}")
-  assert hyperrule.image_size("cifar10", data_dir=str(TFDS_DIR)) == (32, 32)
+    pytest.skip(f'no TFDS data at {TFDS_DIR}')
+  assert hyperrule.image_size('cifar10', data_dir=str(TFDS_DIR)) == (32, 32)
   # mnist is not in the official table, so (28, 28) can only come from metadata.
-  assert hyperrule.image_size("mnist", data_dir=str(TFDS_DIR)) == (28, 28)
+  assert hyperrule.image_size('mnist', data_dir=str(TFDS_DIR)) == (28, 28)
 
 
 def test_image_size_falls_back_to_official_table_then_none():
   # TFDS declares pets as (None, None, 3): the official table supplies 224 x 224.
-  assert hyperrule.image_size("oxford_iiit_pet") == (224, 224)
-  assert hyperrule.image_size("oxford_flowers102") == (224, 224)
-  assert hyperrule.image_size("no_such_dataset_anywhere") is None
+  assert hyperrule.image_size('oxford_iiit_pet') == (224, 224)
+  assert hyperrule.image_size('oxford_flowers102') == (224, 224)
+  assert hyperrule.image_size('no_such_dataset_anywhere') is None
 
 
 def test_image_size_from_examples_takes_median():
@@ -145,5 +182,5 @@ def test_image_size_from_examples_takes_median():
   assert hyperrule.image_size_from_examples(images) == (32, 32)
   assert hyperrule.image_size_from_examples(iter(images), max_examples=1) == (32, 32)
   assert hyperrule.image_size_from_examples([np.zeros((10, 20)), np.zeros((30, 40))]) == (20, 30)
-  with pytest.raises(ValueError, match="empty"):
+  with pytest.raises(ValueError, match='empty'):
     hyperrule.image_size_from_examples([])

@@ -44,7 +44,7 @@ def test_batch_mixup_matches_hand_computation():
   images, labels = _batch()
   mixed_images, mixed_labels = mixup(jax.random.key(1), images, labels, 0.2)
   lam = _lambda_from_labels(mixed_labels)
-  assert np.allclose(lam, lam[0]), "one λ for the whole batch"
+  assert np.allclose(lam, lam[0]), 'one λ for the whole batch'
   assert 0.0 < lam[0] < 1.0
   np.testing.assert_allclose(np.sum(mixed_labels, axis=1), 1.0, rtol=1e-6)
   # The partner class gets exactly 1 - λ.
@@ -73,7 +73,7 @@ def test_same_rng_same_result_other_rng_different():
 
 def test_works_under_jit_and_keeps_bfloat16():
   images, labels = _batch(jnp.bfloat16)
-  mix = jax.jit(mixup, static_argnames=("alpha", "per_example"))
+  mix = jax.jit(mixup, static_argnames=('alpha', 'per_example'))
   mixed_images, mixed_labels = mix(jax.random.key(5), images, labels, alpha=0.3)
   assert mixed_images.dtype == jnp.bfloat16
   assert mixed_labels.dtype == jnp.float32
@@ -91,11 +91,11 @@ def test_raw_uint32_key_is_accepted():
 
 def test_invalid_inputs_are_rejected():
   images, labels = _batch()
-  with pytest.raises(ValueError, match="alpha >= 0"):
+  with pytest.raises(ValueError, match='alpha >= 0'):
     mixup(jax.random.key(0), images, labels, -0.1)
-  with pytest.raises(TypeError, match="Python number"):
+  with pytest.raises(TypeError, match='Python number'):
     mixup(jax.random.key(0), images, labels, jnp.float32(0.1))
-  with pytest.raises(TypeError, match="floating-point images"):
+  with pytest.raises(TypeError, match='floating-point images'):
     mixup(jax.random.key(0), images.astype(jnp.uint8), labels, 0.1)
-  with pytest.raises(ValueError, match="same batch size"):
+  with pytest.raises(ValueError, match='same batch size'):
     mixup(jax.random.key(0), images, labels[:3], 0.1)

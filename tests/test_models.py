@@ -10,8 +10,12 @@ from bit_jax import models, ops
 # Parameters without head, from timm 1.0.31 `resnetv2_<d>x<w>_bit` built on the meta device
 # (num_classes=0). R50x1 is the published 23.50 M.
 TIMM_HEADLESS_PARAMS = {
-    'R50x1': 23_500_352, 'R50x3': 211_174_080, 'R101x1': 42_492_480,
-    'R101x3': 381_789_888, 'R152x2': 232_238_208, 'R152x4': 928_340_224,
+  'R50x1': 23_500_352,
+  'R50x3': 211_174_080,
+  'R101x1': 42_492_480,
+  'R101x3': 381_789_888,
+  'R152x2': 232_238_208,
+  'R152x4': 928_340_224,
 }
 
 
@@ -35,7 +39,7 @@ def hand_count(units, width):
   root = 64 * width
   total, c_in = 7 * 7 * 3 * root, root
   for stage, n in enumerate(units):
-    mid = root * 2 ** stage
+    mid = root * 2**stage
     for u in range(n):
       total += 2 * c_in + c_in * mid + 2 * mid + 9 * mid * mid + 2 * mid + mid * 4 * mid
       if u == 0:
@@ -59,7 +63,7 @@ def test_weight_standardization_matches_numpy():
 
 def test_group_norm_matches_numpy_two_pass():
   rng = np.random.default_rng(0)
-  x = rng.normal(5.0, 2.0, (2, 4, 4, 64)).astype(np.float32)   # large mean: one-pass would drift
+  x = rng.normal(5.0, 2.0, (2, 4, 4, 64)).astype(np.float32)  # large mean: one-pass would drift
   scale, bias = rng.normal(size=64).astype(np.float32), rng.normal(size=64).astype(np.float32)
   g = x.reshape(2, 4, 4, 32, 2)
   mean = g.mean(axis=(1, 2, 4), keepdims=True)
@@ -73,17 +77,24 @@ def test_root_max_pool_pads_with_zeros_not_minus_infinity():
   x = jax.random.uniform(jax.random.PRNGKey(1), (1, 32, 32, 3), minval=-1, maxval=1)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
   _, out = jax.jit(model.apply, static_argnames='return_intermediates')(
-      {'params': params}, x, return_intermediates=True)
+    {'params': params}, x, return_intermediates=True
+  )
   conv = jax.jit(models.StdConv(32, 7, 2, pad=3).apply)({'params': params['root_block']}, x)
 
   def reference_pool(pad_value):
-    padded = np.pad(np.asarray(conv), ((0, 0), (1, 1), (1, 1), (0, 0)),
-                    constant_values=pad_value)
-    return np.stack([np.stack([padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
-                               for j in range(8)], 1) for i in range(8)], 1)
+    padded = np.pad(np.asarray(conv), ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad_value)
+    return np.stack(
+      [
+        np.stack(
+          [padded[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(1, 2)) for j in range(8)], 1
+        )
+        for i in range(8)
+      ],
+      1,
+    )
 
   zero_padded, inf_padded = reference_pool(0.0), reference_pool(-np.inf)
-  assert not np.allclose(zero_padded, inf_padded)   # the case distinguishes the two paddings
+  assert not np.allclose(zero_padded, inf_padded)  # the case distinguishes the two paddings
   np.testing.assert_allclose(out['stem'], zero_padded, atol=1e-6)
 
 
@@ -92,15 +103,22 @@ def test_intermediates_and_features():
   x = jnp.zeros((2, 64, 64, 3))
   params = jax.jit(model.init)(jax.random.PRNGKey(0), x)['params']
   logits, out = jax.jit(model.apply, static_argnames='return_intermediates')(
-      {'params': params}, x, return_intermediates=True)
+    {'params': params}, x, return_intermediates=True
+  )
   assert {k: v.shape for k, v in out.items()} == {
-      'stem': (2, 16, 16, 64), 'stage1': (2, 16, 16, 256), 'stage2': (2, 8, 8, 512),
-      'stage3': (2, 4, 4, 1024), 'stage4': (2, 2, 2, 2048), 'pre_logits': (2, 2048),
-      'logits': (2, 7)}
-  np.testing.assert_array_equal(logits, 0.0)          # zero-initialised head
+    'stem': (2, 16, 16, 64),
+    'stage1': (2, 16, 16, 256),
+    'stage2': (2, 8, 8, 512),
+    'stage3': (2, 4, 4, 1024),
+    'stage4': (2, 2, 2, 2048),
+    'pre_logits': (2, 2048),
+    'logits': (2, 7),
+  }
+  np.testing.assert_array_equal(logits, 0.0)  # zero-initialised head
   features = models.create_model('R26x1', num_classes=None)
-  assert jax.eval_shape(features.apply, {'params': {k: v for k, v in params.items()
-                                                   if k != 'head'}}, x).shape == (2, 2048)
+  assert jax.eval_shape(
+    features.apply, {'params': {k: v for k, v in params.items() if k != 'head'}}, x
+  ).shape == (2, 2048)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_close_logits():
@@ -108,8 +126,10 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   f32 = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=None)
   bf16 = f32.clone(dtype=jnp.bfloat16)
   params = jax.jit(f32.init)(jax.random.PRNGKey(0), x)['params']
-  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(
-      jax.eval_shape(bf16.init, jax.random.PRNGKey(0), x)))
+  assert all(
+    p.dtype == jnp.float32
+    for p in jax.tree_util.tree_leaves(jax.eval_shape(bf16.init, jax.random.PRNGKey(0), x))
+  )
   a, b = jax.jit(f32.apply)({'params': params}, x), jax.jit(bf16.apply)({'params': params}, x)
   assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
 

@@ -8,7 +8,7 @@ import pytest
 from bit_jax import defaults, fields, plan, schedules
 from bit_jax.errors import ConfigError
 
-phases = plan   # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
+phases = plan  # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
 
 
 def config(**top):
@@ -19,10 +19,12 @@ def config(**top):
 
 def test_plain_run_is_one_phase_filled_by_the_hyperrule():
   [phase] = phases.phase_configs(config())
-  phase = phases.fill_from_hyperrule(phase, num_examples=50_000, image_hw=(32, 32),
-                                     num_classes=10)
+  phase = phases.fill_from_hyperrule(phase, num_examples=50_000, image_hw=(32, 32), num_classes=10)
   assert (phase.total_steps, phase.warmup_steps, tuple(phase.decay_steps)) == (
-      10_000, 500, (3000, 6000, 9000))
+    10_000,
+    500,
+    (3000, 6000, 9000),
+  )
   assert (phase.resize, phase.crop, phase.mixup_alpha, phase.num_classes) == (160, 128, 0.1, 10)
   assert phase.lr == pytest.approx(0.003)
   assert phase.init == 'BiT-M-R50x1'
@@ -30,40 +32,45 @@ def test_plain_run_is_one_phase_filled_by_the_hyperrule():
 
 def test_overrides_win_and_lr_is_official_at_any_batch():
   [phase] = phases.phase_configs(config(batch_size=128, mixup_alpha=0.0, crop=64, resize=72))
-  phase = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(500, 400),
-                                     num_classes=3)
-  assert phase.lr == 0.003             # all three official implementations: never scaled
+  phase = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(500, 400), num_classes=3)
+  assert phase.lr == 0.003  # all three official implementations: never scaled
   assert (phase.resize, phase.crop, phase.mixup_alpha) == (72, 64, 0.0)
   assert phase.total_steps == 500
 
 
 def test_epochs_scale_the_hyperrule_shape():
   [phase] = phases.phase_configs(config(epochs=2.0, batch_size=100))
-  phase = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32),
-                                     num_classes=10)
-  assert phase.total_steps == 20                     # 2 epochs of 1000 at batch 100
-  assert (phase.warmup_steps, tuple(phase.decay_steps)) == (4, (8, 12, 16))   # 0.2/.4/.6/.8
+  phase = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32), num_classes=10)
+  assert phase.total_steps == 20  # 2 epochs of 1000 at batch 100
+  assert (phase.warmup_steps, tuple(phase.decay_steps)) == (4, (8, 12, 16))  # 0.2/.4/.6/.8
 
 
 def test_phases_inherit_and_carry_weights():
-  c = config(phases=({'name': 'head', 'freeze': '^(?!head)', 'batch_size': 32},
-                     {'name': 'all', 'lr': 0.01}))
+  c = config(
+    phases=({'name': 'head', 'freeze': '^(?!head)', 'batch_size': 32}, {'name': 'all', 'lr': 0.01})
+  )
   head, everything = phases.phase_configs(c)
-  assert (head.name, head.init, head.freeze, head.batch_size) == ('head', 'BiT-M-R50x1',
-                                                                  '^(?!head)', 32)
+  assert (head.name, head.init, head.freeze, head.batch_size) == (
+    'head',
+    'BiT-M-R50x1',
+    '^(?!head)',
+    32,
+  )
   assert (everything.init, everything.freeze, everything.batch_size, everything.lr) == (
-      'previous', '', 512, 0.01)
+    'previous',
+    '',
+    512,
+    0.01,
+  )
 
 
 def test_linear_scaling_only_when_asked_for():
   for batch in (32, 128, 512, 4096):
     [phase] = phases.phase_configs(config(batch_size=batch))
-    filled = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32),
-                                        num_classes=3)
+    filled = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32), num_classes=3)
     assert filled.lr == 0.003
     [phase] = phases.phase_configs(config(batch_size=batch, lr_scaling='linear'))
-    filled = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32),
-                                        num_classes=3)
+    filled = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32), num_classes=3)
     assert filled.lr == pytest.approx(0.003 * batch / 512)
 
 
@@ -76,12 +83,11 @@ def test_unknown_phase_field_is_an_error_that_lists_fields():
 
 
 def test_learning_rate_kinds():
-  [phase] = phases.phase_configs(config(lr=0.1, warmup_steps=10, decay_steps=(20,),
-                                        total_steps=30))
-  phase = phases.fill_from_hyperrule(phase, num_examples=100, image_hw=(32, 32),
-                                     num_classes=2)
+  [phase] = phases.phase_configs(config(lr=0.1, warmup_steps=10, decay_steps=(20,), total_steps=30))
+  phase = phases.fill_from_hyperrule(phase, num_examples=100, image_hw=(32, 32), num_classes=2)
   assert [schedules.learning_rate(phase, s) for s in (0, 5, 10, 20, 21)] == pytest.approx(
-      [0.0, 0.05, 0.1, 0.1, 0.01])
+    [0.0, 0.05, 0.1, 0.1, 0.01]
+  )
   phase.lr_schedule = 'plateau'
   assert schedules.learning_rate(phase, 25, plateau_scale=0.1) == pytest.approx(0.01)
 
@@ -90,32 +96,47 @@ def test_plateau_reduces_then_stops():
   plateau = schedules.Plateau(patience=2, factor=0.5, stop_patience=3)
   assert not plateau.update(1.0)
   assert not plateau.update(1.1) and plateau.scale == 1.0
-  assert not plateau.update(1.2) and plateau.scale == 0.5      # 2 evaluations without a better loss
-  assert plateau.update(1.3)                                   # 3: stop
-  restored = schedules.Plateau(**vars(plateau))                # checkpointed as JSON
+  assert not plateau.update(1.2) and plateau.scale == 0.5  # 2 evaluations without a better loss
+  assert plateau.update(1.3)  # 3: stop
+  restored = schedules.Plateau(**vars(plateau))  # checkpointed as JSON
   assert restored == plateau and math.isinf(schedules.Plateau(1, 0.1, None).best)
 
 
 def test_upstream_schedule_in_epochs():
-  [phase] = phases.phase_configs(config(epochs=90.0, warmup_epochs=1.0,
-                                        decay_epochs=(30.0, 60.0, 80.0), batch_size=256,
-                                        base_lr=0.03, base_batch=256, lr_scaling='linear'))
-  phase = phases.fill_from_hyperrule(phase, num_examples=2560, image_hw=(224, 224),
-                                     num_classes=1000)
+  [phase] = phases.phase_configs(
+    config(
+      epochs=90.0,
+      warmup_epochs=1.0,
+      decay_epochs=(30.0, 60.0, 80.0),
+      batch_size=256,
+      base_lr=0.03,
+      base_batch=256,
+      lr_scaling='linear',
+    )
+  )
+  phase = phases.fill_from_hyperrule(
+    phase, num_examples=2560, image_hw=(224, 224), num_classes=1000
+  )
   assert (phase.total_steps, phase.warmup_steps, tuple(phase.decay_steps)) == (
-      900, 10, (300, 600, 800))
+    900,
+    10,
+    (300, 600, 800),
+  )
   assert phase.lr == pytest.approx(0.03)
 
 
 # --- resolving whole runs: every phase checked before step 1 -----------------------------
 
+
 def tiny(**overrides):
   from test_train import tiny_config
+
   return tiny_config(**overrides)
 
 
 def test_imagenet_evaluates_on_validation_by_default():
   from bit_jax import data_sources
+
   assert data_sources.default_eval_split('imagenet2012') == 'validation'
   assert data_sources.default_eval_split('imagenet2012:5.1.0') == 'validation'
   assert data_sources.default_eval_split('imagenet2012_subset/1pct') == 'validation'
@@ -126,10 +147,14 @@ def test_imagenet_evaluates_on_validation_by_default():
 
 def test_an_eval_split_without_labels_is_refused_before_training(tmp_path):
   import tfds_builders
+
   name = tfds_builders.prepare(tfds_builders.UnlabelledTest, tmp_path)
   config = tiny(dataset=name, data_dir=str(tmp_path), classes=None)
-  with pytest.raises(ConfigError, match="eval split 'test' of unlabelled_test has labels "
-                                        "outside \\[0, 3\\).*eval_split=validation"):
+  with pytest.raises(
+    ConfigError,
+    match="eval split 'test' of unlabelled_test has labels "
+    'outside \\[0, 3\\).*eval_split=validation',
+  ):
     plan.resolve(config)
   config.eval_split = 'validation'
   [phase] = plan.resolve(config).phases
@@ -138,27 +163,44 @@ def test_an_eval_split_without_labels_is_refused_before_training(tmp_path):
 
 def test_every_phase_is_checked_before_the_first_trains(tmp_path):
   from bit_jax import run
+
   good = {'name': 'first', 'total_steps': 2}
   for late_mistake, message in [
-      ({'name': 'late', 'shots': 500}, 'Phase late: .*class 0 has'),
-      ({'name': 'late', 'freeze': 'blok1'}, "Phase late: freeze='blok1' matches no parameter"),
-      ({'name': 'late', 'init': 'scratch', 'model': 'R51x1'}, "Phase late: Unknown model"),
-      ({'name': 'late', 'lr': -1.0}, r'Phase late: lr=-1.0 \(expected a number in \(0, inf\)'),
-      ({'name': 'late', 'batch_size': 20}, 'Phase late: batch_size=20 does not divide'),
-      ({'name': 'late', 'init': str(tmp_path / 'missing.npz')}, 'Phase late: cannot use init'),
+    ({'name': 'late', 'shots': 500}, 'Phase late: .*class 0 has'),
+    ({'name': 'late', 'freeze': 'blok1'}, "Phase late: freeze='blok1' matches no parameter"),
+    ({'name': 'late', 'init': 'scratch', 'model': 'R51x1'}, 'Phase late: Unknown model'),
+    ({'name': 'late', 'lr': -1.0}, r'Phase late: lr=-1.0 \(expected a number in \(0, inf\)'),
+    ({'name': 'late', 'batch_size': 20}, 'Phase late: batch_size=20 does not divide'),
+    ({'name': 'late', 'init': str(tmp_path / 'missing.npz')}, 'Phase late: cannot use init'),
   ]:
     workdir = tmp_path / late_mistake.get('init', 'x').replace('/', '_')[-20:]
     with pytest.raises(ConfigError, match=message):
       run.run(tiny(phases=(good, late_mistake)), workdir)
-    assert list(workdir.iterdir()) == []   # checked writable, then nothing written or trained
+    assert list(workdir.iterdir()) == []  # checked writable, then nothing written or trained
 
 
 def test_plan_table_shows_what_the_hyperrule_picked():
-  table = plan.resolve(tiny(lr=None, total_steps=None, phases=(
-      {'name': 'head', 'freeze': '^(?!head/)'}, {'name': 'all', 'shots': 5}))).table()
+  table = plan.resolve(
+    tiny(
+      lr=None,
+      total_steps=None,
+      phases=({'name': 'head', 'freeze': '^(?!head/)'}, {'name': 'all', 'shots': 5}),
+    )
+  ).table()
   header, head, everything = table.splitlines()
-  for column in ('phase', 'data', 'examples', 'steps', 'batch', 'lr', 'res', 'mixup', 'init',
-                 'head', 'freeze'):
+  for column in (
+    'phase',
+    'data',
+    'examples',
+    'steps',
+    'batch',
+    'lr',
+    'res',
+    'mixup',
+    'init',
+    'head',
+    'freeze',
+  ):
     assert column in header
   assert '500' in head and '0.003 hyperrule' in head and '18->16' in head
   assert 'scratch (R14x0.5)' in head and "'^(?!head/)'" in head

@@ -15,11 +15,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
+from test_train import tiny_config
 
 from bit_jax import data_sources, export, fewshot, predict, run
-from conftest import REPO
-from test_train import tiny_config
 
 CLASSES = ('zero', 'one', 'two')
 
@@ -35,18 +35,22 @@ def trained(tmp_path_factory):
       path.parent.mkdir(parents=True, exist_ok=True)
       Image.fromarray(record['image']).save(path)
   workdir = tmp_path_factory.mktemp('run')
-  results = run.run(tiny_config(dataset=f'folder:{root}', classes=None, eval_every=0,
-                                checkpoint_every=0, total_steps=20), workdir)
+  results = run.run(
+    tiny_config(
+      dataset=f'folder:{root}', classes=None, eval_every=0, checkpoint_every=0, total_steps=20
+    ),
+    workdir,
+  )
   return workdir, root, results
 
 
 def cli(module, *flags):
-  return subprocess.run([sys.executable, '-m', module, *flags], cwd=REPO, capture_output=True,
-                        text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, '-m', module, *flags], cwd=REPO, capture_output=True, text=True, timeout=600
+  )
 
 
-def test_predict_on_the_test_split_matches_the_runs_evaluation_with_class_names(trained,
-                                                                                tmp_path):
+def test_predict_on_the_test_split_matches_the_runs_evaluation_with_class_names(trained, tmp_path):
   workdir, root, results = trained
   out = tmp_path / 'predictions.csv'
   done = cli('bit_jax.predict', f'--model={workdir}', f'--images={root / "test"}', f'--out={out}')
@@ -66,8 +70,9 @@ def test_an_unreadable_image_is_listed_and_skipped(trained, tmp_path):
   images = tmp_path / 'images'
   shutil.copytree(root / 'test' / 'one', images / 'one')
   (images / 'one' / 'broken.png').write_bytes(b'\x89PNG not really')
-  done = cli('bit_jax.predict', f'--model={trained[0]}', f'--images={images}',
-             f'--out={tmp_path / "p.csv"}')
+  done = cli(
+    'bit_jax.predict', f'--model={trained[0]}', f'--images={images}', f'--out={tmp_path / "p.csv"}'
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   assert 'Skipped 1 unreadable' in done.stdout and 'broken.png' in done.stdout
   rows = list(csv.DictReader(io.StringIO((tmp_path / 'p.csv').read_text())))
@@ -78,36 +83,51 @@ def test_an_unreadable_image_is_listed_and_skipped(trained, tmp_path):
 def test_features_to_disk_feed_the_fewshot_probe(trained, tmp_path):
   workdir, root, _ = trained
   model, params, class_names, crop = predict.load_model(str(workdir))
-  assert class_names == tuple(sorted(CLASSES)) and crop == 16     # folders sort by name
+  assert class_names == tuple(sorted(CLASSES)) and crop == 16  # folders sort by name
   for split in ('train', 'test'):
-    done = cli('bit_jax.predict', f'--model={workdir}', f'--images={root / split}',
-               f'--out={tmp_path / split}.csv', f'--features={tmp_path / split}.npz')
+    done = cli(
+      'bit_jax.predict',
+      f'--model={workdir}',
+      f'--images={root / split}',
+      f'--out={tmp_path / split}.csv',
+      f'--features={tmp_path / split}.npz',
+    )
     assert done.returncode == 0, done.stderr[-3000:]
   saved = np.load(tmp_path / 'train.npz')
-  assert saved['features'].shape == (len(saved['ids']), 1024) and str(saved['layer']) == \
-      'pre_logits'
+  assert (
+    saved['features'].shape == (len(saved['ids']), 1024) and str(saved['layer']) == 'pre_logits'
+  )
   assert set(saved['labels']) == {0, 1, 2}
   # The same probe on features computed in memory gives the same accuracies.
   source, _, _ = predict.image_source(str(root / 'train'), class_names)
   test_source, _, _ = predict.image_source(str(root / 'test'), class_names)
   expected = {}
-  features = {name: predict.infer(model, params, s, crop=crop, quiet=True)
-              for name, s in (('train', source), ('test', test_source))}
+  features = {
+    name: predict.infer(model, params, s, crop=crop, quiet=True)
+    for name, s in (('train', source), ('test', test_source))
+  }
   for k in (1, 5):
     rows = __import__('bit_jax').subsets.per_class(features['train'][2], k, 0)
-    fit = fewshot.fit_ridge(features['train'][1][rows].astype(np.float64),
-                            features['train'][2][rows], 3)
-    expected[k] = float(np.mean(fewshot.predict(fit, features['test'][1]) ==
-                                features['test'][2]))
-  done = cli('bit_jax.fewshot', f'--features={tmp_path / "train.npz"}',
-             f'--test_features={tmp_path / "test.npz"}', '--shots=1,5')
+    fit = fewshot.fit_ridge(
+      features['train'][1][rows].astype(np.float64), features['train'][2][rows], 3
+    )
+    expected[k] = float(np.mean(fewshot.predict(fit, features['test'][1]) == features['test'][2]))
+  done = cli(
+    'bit_jax.fewshot',
+    f'--features={tmp_path / "train.npz"}',
+    f'--test_features={tmp_path / "test.npz"}',
+    '--shots=1,5',
+  )
   assert done.returncode == 0, done.stderr[-3000:]
-  printed = {int(line.split()[0]): float(line.split()[1]) for line in done.stdout.splitlines()
-             if line.split() and line.split()[0].isdigit()}
+  printed = {
+    int(line.split()[0]): float(line.split()[1])
+    for line in done.stdout.splitlines()
+    if line.split() and line.split()[0].isdigit()
+  }
   assert printed == pytest.approx(expected, abs=1e-4)
 
 
-TF_ONLY = '''
+TF_ONLY = """
 import json, sys
 import numpy as np
 for name in ('jax', 'jaxlib', 'flax', 'bit_jax'):   # a machine with TensorFlow alone
@@ -121,12 +141,13 @@ for name in sys.argv[2:]:
   out[name] = [result['logits'].numpy().tolist(), result['probabilities'].numpy().tolist()]
 names = [n.decode() for n in loaded.class_names.numpy()]
 print(json.dumps({'out': out, 'classes': names}))
-'''
+"""
 
 
 def test_saved_model_gives_bit_jax_logits_for_any_image_size_and_batch(trained, tmp_path):
   import jax
   import tensorflow as tf
+
   workdir, _, _ = trained
   model, params, class_names, crop = predict.load_model(str(workdir))
   export.export(model, params, crop, tmp_path / 'saved', class_names, platforms=('cpu',))
@@ -136,9 +157,13 @@ def test_saved_model_gives_bit_jax_logits_for_any_image_size_and_batch(trained, 
     path = tmp_path / f'images_{batch}_{h}x{w}.npy'
     np.save(path, rng.integers(0, 256, (batch, h, w, 3), np.uint8))
     inputs[str(path)] = np.load(path)
-  done = subprocess.run([sys.executable, '-c', TF_ONLY, str(tmp_path / 'saved'), *inputs],
-                        capture_output=True, text=True, timeout=600,
-                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  done = subprocess.run(
+    [sys.executable, '-c', TF_ONLY, str(tmp_path / 'saved'), *inputs],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'},
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   served = json.loads(done.stdout.strip().splitlines()[-1])
   assert tuple(served['classes']) == tuple(sorted(CLASSES))

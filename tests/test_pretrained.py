@@ -4,9 +4,9 @@ import urllib.error
 
 import numpy as np
 import pytest
+from conftest import TEST_DATA
 
 from bit_jax import download, models, pretrained
-from conftest import TEST_DATA
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'
@@ -29,7 +29,7 @@ def test_logits_match_timm():
 def test_head_policy():
   golden = np.load(GOLDEN)
   x = golden['images'][:1]
-  model, params = pretrained.load_pretrained(CHECKPOINT)                   # its own head
+  model, params = pretrained.load_pretrained(CHECKPOINT)  # its own head
   np.testing.assert_allclose(model.apply({'params': params}, x), golden['logits'][:1], atol=1e-4)
   # A 10-class task from a 10-class checkpoint still gets a fresh zero head (BiT fine-tuning
   # re-initialises it for every new task) unless the caller asks to keep it.
@@ -41,13 +41,14 @@ def test_head_policy():
   np.testing.assert_allclose(model.apply({'params': params}, x), golden['logits'][:1], atol=1e-4)
   with pytest.raises(pretrained.CheckpointMismatchError, match='keeping its head'):
     pretrained.load_pretrained(CHECKPOINT, num_classes=5, keep_head=True)
-  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=5)    # new zero head
+  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=5)  # new zero head
   assert model.apply({'params': params}, x).shape == (1, 5)
   np.testing.assert_array_equal(params['head']['kernel'], 0)
-  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=0)    # features only
+  model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=0)  # features only
   assert 'head' not in params
-  np.testing.assert_allclose(model.apply({'params': params}, x), golden['pre_logits'][:1],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    model.apply({'params': params}, x), golden['pre_logits'][:1], atol=1e-4
+  )
 
 
 def test_round_trip_is_bit_exact(tmp_path):
@@ -64,8 +65,9 @@ def test_mismatched_file_lists_every_problem():
   arrays = official_arrays()
   del arrays['resnet/block2/unit01/b/group_norm/beta']
   arrays['resnet/block9/extra'] = np.zeros(3, np.float32)
-  arrays['resnet/block3/unit01/c/standardized_conv2d/kernel'] = np.zeros((1, 1, 128, 64),
-                                                                          np.float32)
+  arrays['resnet/block3/unit01/c/standardized_conv2d/kernel'] = np.zeros(
+    (1, 1, 128, 64), np.float32
+  )
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=10)
   with pytest.raises(pretrained.CheckpointMismatchError) as error:
     pretrained.npz_to_params(arrays, model, keep_head=True)
@@ -75,49 +77,61 @@ def test_mismatched_file_lists_every_problem():
   assert 'resnet/block3/unit01/c/standardized_conv2d/kernel' in message
   assert '(1, 1, 128, 64)' in message and '(1, 1, 128, 512)' in message
   with pytest.raises(pretrained.CheckpointMismatchError, match='missing'):
-    pretrained.npz_to_params(official_arrays(), models.create_model('R50x1', num_classes=10),
-                             keep_head=False)
+    pretrained.npz_to_params(
+      official_arrays(), models.create_model('R50x1', num_classes=10), keep_head=False
+    )
 
 
 def test_numbered_conv_spelling_is_accepted():
-  arrays = {k.replace('standardized_conv2d', 'standardized_conv2d_3'): v
-            for k, v in official_arrays().items()}
+  arrays = {
+    k.replace('standardized_conv2d', 'standardized_conv2d_3'): v
+    for k, v in official_arrays().items()
+  }
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=10)
   params = pretrained.npz_to_params(arrays, model, keep_head=True)
-  np.testing.assert_array_equal(params['block1']['unit01']['conv2']['kernel'],
-                                arrays['resnet/block1/unit01/b/standardized_conv2d_3/kernel'])
+  np.testing.assert_array_equal(
+    params['block1']['unit01']['conv2']['kernel'],
+    arrays['resnet/block1/unit01/b/standardized_conv2d_3/kernel'],
+  )
 
 
 def test_timm_state_dict_import_and_export():
   timm = pytest.importorskip('timm_oracle').import_timm()
   import torch
+
   arrays = official_arrays()
   small = timm.models.resnetv2.ResNetV2(
-      layers=[1, 1, 1, 1], channels=(128, 256, 512, 1024), num_classes=10, stem_chs=32,
-      stem_type='fixed')
-  timm.models.resnetv2._load_weights(small, str(CHECKPOINT))   # timm's own reader
+    layers=[1, 1, 1, 1],
+    channels=(128, 256, 512, 1024),
+    num_classes=10,
+    stem_chs=32,
+    stem_type='fixed',
+  )
+  timm.models.resnetv2._load_weights(small, str(CHECKPOINT))  # timm's own reader
   state = {k: v for k, v in small.state_dict().items()}
   imported = pretrained.timm_to_npz(state)
   assert sorted(imported) == sorted(arrays)
   for key in arrays:
     np.testing.assert_array_equal(imported[key], arrays[key], err_msg=key)
   exported = {k: torch.from_numpy(v) for k, v in pretrained.npz_to_timm(arrays).items()}
-  small.load_state_dict(exported, strict=True)                 # every name and shape fits
+  small.load_state_dict(exported, strict=True)  # every name and shape fits
 
 
 def test_download_path_uses_cache_and_explains_offline_failure(tmp_path, monkeypatch):
-  spec = dict(models.KNOWN_MODELS['BiT-S-R50x1'], url=CHECKPOINT.as_uri(),
-              filename='BiT-S-R50x1.npz')
+  spec = dict(
+    models.KNOWN_MODELS['BiT-S-R50x1'], url=CHECKPOINT.as_uri(), filename='BiT-S-R50x1.npz'
+  )
   monkeypatch.setitem(models.KNOWN_MODELS, 'BiT-S-R50x1', spec)
   model, params = pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path)
   assert (tmp_path / 'BiT-S-R50x1.npz').exists() and model.num_classes == 10
 
   def offline(*args, **kwargs):
     raise urllib.error.URLError('no network')
+
   monkeypatch.setattr(download.urllib.request, 'urlopen', offline)
   with pytest.raises(RuntimeError, match='put it at'):
     pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path / 'empty')
-  assert not list((tmp_path / 'empty').glob('*'))              # nothing half-written left
+  assert not list((tmp_path / 'empty').glob('*'))  # nothing half-written left
   with pytest.raises(FileNotFoundError, match='BiT-M-R50x1'):
     pretrained.load_pretrained('BiT-X-R50x1')
 

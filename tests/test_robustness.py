@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO, TEST_DATA
+from test_train import TINY, tiny_config
 
 from bit_jax import files, lock, pretrained, run, sweep
 from bit_jax.errors import ConfigError, RunError, Stopped
 from bit_jax.preemption import StopRequest
-from conftest import REPO, TEST_DATA
-from test_train import TINY, tiny_config
 
 
 class StopAfter(StopRequest):
@@ -57,33 +57,46 @@ def snapshot(workdir, *names):
 def test_a_changed_config_is_refused_on_resume_and_nothing_is_rewritten(tmp_path):
   config = tiny_config(eval_every=0, checkpoint_every=4)
   with pytest.raises(Stopped):
-    run.run(config, tmp_path, stop=StopAfter(6))        # stopped (and saved) at step 6
+    run.run(config, tmp_path, stop=StopAfter(6))  # stopped (and saved) at step 6
   kept = snapshot(tmp_path, 'phases.json', 'phase0_train_ids.json')
-  for change, listed in [(dict(batch_size=32), 'batch_size: 16 -> 32'),
-                         (dict(model='R26x1'), "model: 'R14x0.5' -> 'R26x1'"),
-                         (dict(classes=(0, 1, 3)), 'classes: [0, 1, 2] -> [0, 1, 3]'),
-                         (dict(total_steps=40), 'total_steps: 12 -> 40')]:
+  for change, listed in [
+    (dict(batch_size=32), 'batch_size: 16 -> 32'),
+    (dict(model='R26x1'), "model: 'R14x0.5' -> 'R26x1'"),
+    (dict(classes=(0, 1, 3)), 'classes: [0, 1, 2] -> [0, 1, 3]'),
+    (dict(total_steps=40), 'total_steps: 12 -> 40'),
+  ]:
     with pytest.raises(ConfigError, match='holds a run trained with another config') as error:
       run.run(tiny_config(eval_every=0, checkpoint_every=4, **change), tmp_path)
     assert listed in str(error.value) and '--accept_changes=' in str(error.value)
     assert snapshot(tmp_path, *kept) == kept
   # Bookkeeping fields may change; an accepted change is applied and recorded.
-  results = run.run(tiny_config(eval_every=0, checkpoint_every=4, log_every=3, total_steps=16),
-                    tmp_path, accept_changes=('total_steps',))
+  results = run.run(
+    tiny_config(eval_every=0, checkpoint_every=4, log_every=3, total_steps=16),
+    tmp_path,
+    accept_changes=('total_steps',),
+  )
   assert results['steps'] == 16
   [change] = files.read_json(tmp_path / 'plan_changes.json')
-  assert change['global_step'] == 6 and change['changes'] == {'phase0': [
-      'decay_steps: [5, 7, 10] -> [6, 10, 13]', 'total_steps: 12 -> 16',
-      'warmup_steps: 2 -> 3']}             # the HyperRule's schedule scaled to the new length
+  assert change['global_step'] == 6 and change['changes'] == {
+    'phase0': [
+      'decay_steps: [5, 7, 10] -> [6, 10, 13]',
+      'total_steps: 12 -> 16',
+      'warmup_steps: 2 -> 3',
+    ]
+  }  # the HyperRule's schedule scaled to the new length
   assert json.loads((tmp_path / 'phases.json').read_text())[0]['total_steps'] == 16
   # A finished phase cannot change, even on purpose.
   with pytest.raises(ConfigError, match='has finished training'):
-    run.run(tiny_config(eval_every=0, checkpoint_every=4, total_steps=20), tmp_path,
-            accept_changes=('total_steps',))
+    run.run(
+      tiny_config(eval_every=0, checkpoint_every=4, total_steps=20),
+      tmp_path,
+      accept_changes=('total_steps',),
+    )
 
 
 def test_a_failed_save_keeps_the_last_checkpoint_and_the_rerun_resumes(tmp_path, monkeypatch):
   import orbax.checkpoint as ocp
+
   config = tiny_config(eval_every=0, checkpoint_every=2, keep_checkpoints=1, total_steps=8)
   expected = run.run(config, tmp_path / 'reference')
   real_finalize = ocp.CheckpointManager._finalize_checkpoint
@@ -91,13 +104,16 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_the_rerun_resumes(tmp_path,
 
   def finalize_fails_once(self, step):
     saves.append(step)
-    if len(saves) == 2:      # the disk filled up while checkpoint 2 was being written
+    if len(saves) == 2:  # the disk filled up while checkpoint 2 was being written
       raise OSError(28, 'No space left on device')
     return real_finalize(self, step)
 
   monkeypatch.setattr(ocp.CheckpointManager, '_finalize_checkpoint', finalize_fails_once)
-  with pytest.raises(RunError, match=r'Could not save checkpoint 2 .*checkpoint 1 \(step 2\) is '
-                                     r'intact and a rerun resumes from it'):
+  with pytest.raises(
+    RunError,
+    match=r'Could not save checkpoint 2 .*checkpoint 1 \(step 2\) is '
+    r'intact and a rerun resumes from it',
+  ):
     run.run(config, tmp_path / 'run')
   monkeypatch.undo()
   results = run.run(config, tmp_path / 'run')
@@ -106,9 +122,14 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_the_rerun_resumes(tmp_path,
 
 def test_sweep_stops_between_runs_on_request_and_continues(tmp_path):
   from test_sweep import tiny_sweep
+
   with pytest.raises(Stopped, match='before .*grow; rerun'):
-    sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny',
-                    stop=StopWhen((tmp_path / 'head_only' / 'results.json').exists))
+    sweep.run_sweep(
+      tiny_sweep(),
+      tmp_path,
+      'tiny',
+      stop=StopWhen((tmp_path / 'head_only' / 'results.json').exists),
+    )
   assert (tmp_path / 'head_only' / 'results.json').exists()
   assert not (tmp_path / 'grow').exists()
   rows = sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny')
@@ -118,6 +139,7 @@ def test_sweep_stops_between_runs_on_request_and_continues(tmp_path):
 def test_sigterm_handler_is_restored_when_a_run_returns(tmp_path):
   def mine(signum, frame):
     pass
+
   previous = signal.signal(signal.SIGTERM, mine)
   try:
     run.run(tiny_config(total_steps=2, eval_every=0, checkpoint_every=0), tmp_path)
@@ -130,46 +152,64 @@ def test_files_for_people_are_never_torn(tmp_path, monkeypatch):
   target = tmp_path / 'results.json'
   files.write_json(target, {'top1': 0.5})
   from etils import epath
+
   real_write = epath.Path.write_text
 
   def disk_full(self, text, *args, **kwargs):
-    real_write(self, text[:5], *args, **kwargs)         # a partial write, then the error
+    real_write(self, text[:5], *args, **kwargs)  # a partial write, then the error
     raise OSError(28, 'No space left on device')
+
   monkeypatch.setattr(epath.Path, 'write_text', disk_full)
   with pytest.raises(RunError, match='results.json .*No space left.*previous version'):
     files.write_json(target, {'top1': 0.9})
   monkeypatch.undo()
   assert json.loads(target.read_text()) == {'top1': 0.5}
-  assert [p.name for p in tmp_path.iterdir()] == ['results.json']      # no temporary left
-  target.write_text('{"top1": 0.')                                     # torn by an old version
+  assert [p.name for p in tmp_path.iterdir()] == ['results.json']  # no temporary left
+  target.write_text('{"top1": 0.')  # torn by an old version
   with pytest.raises(RunError, match='results.json is not valid JSON'):
     files.read_json(target)
 
 
 def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
   path = tmp_path / '.lock'
-  gone = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                        capture_output=True, text=True).stdout.strip()
+  gone = subprocess.run(
+    [sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True
+  ).stdout.strip()
   import socket
-  path.write_text(json.dumps({'host': socket.gethostname(), 'pid': int(gone),
-                              'started': 0, 'heartbeat': 0}))
+
+  path.write_text(
+    json.dumps({'host': socket.gethostname(), 'pid': int(gone), 'started': 0, 'heartbeat': 0})
+  )
   first = lock.WorkdirLock(path)
   assert 'Took over the stale lock' in first.acquire()
   with pytest.raises(RunError, match=f'in use by pid {os.getpid()}'):
     lock.WorkdirLock(path).acquire()
-  path.write_text(json.dumps({'host': 'elsewhere', 'pid': 1, 'started': 0,
-                              'heartbeat': time.time() - 10}))
+  path.write_text(
+    json.dumps({'host': 'elsewhere', 'pid': 1, 'started': 0, 'heartbeat': time.time() - 10})
+  )
   with pytest.raises(RunError, match='in use by pid 1 on elsewhere'):
     lock.WorkdirLock(path).acquire()
-  path.write_text(json.dumps({'host': 'elsewhere', 'pid': 1, 'started': 0,
-                              'heartbeat': time.time() - lock.STALE_AFTER_S - 1}))
+  path.write_text(
+    json.dumps(
+      {
+        'host': 'elsewhere',
+        'pid': 1,
+        'started': 0,
+        'heartbeat': time.time() - lock.STALE_AFTER_S - 1,
+      }
+    )
+  )
   assert 'stale' in lock.WorkdirLock(path).acquire()
 
 
 def cli(*flags, workdir, config=TINY, module='bit_jax.train', timeout=300):
   return subprocess.run(
-      [sys.executable, '-m', module, f'--config={config}', f'--workdir={workdir}', *flags],
-      cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    [sys.executable, '-m', module, f'--config={config}', f'--workdir={workdir}', *flags],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_two_processes_on_one_workdir_exactly_one_trains(tmp_path):
@@ -199,21 +239,25 @@ def wrong_root(tmp_path):
   return path
 
 
-CONFIG_MISTAKES = [   # flags, words the one-line message must hold
-    (['--config.batchsize=3'], ["Unknown config field 'batchsize'", 'batch_size']),
-    (['--config.batch_size=0'], ['batch_size=0 (expected an integer >= 1)']),
-    (['--config.log_every=0'], ['log_every=0 (expected an integer >= 1)']),
-    (['--config.lr=-1'], ['lr=-1.0 (expected a number in (0, inf))']),
-    (['--config.total_steps=-5', '--config.checkpoint_every=-1'],
-     ['total_steps=-5', 'checkpoint_every=-1']),
-    (['--config.freeze=block1('], ["freeze='block1(' (not a regular expression"]),
-    (['--config.dtype=float16'], ["dtype='float16' (expected one of ('float32', 'bfloat16'))"]),
-    (['--config.lr_schedule=cosine'], ["lr_schedule='cosine'"]),
-    (['--config.preprocess=random'], ["preprocess='random'"]),
-    (['--config.dataset=cifar1O'], ["Unknown dataset 'cifar1O'", 'close: cifar10']),
-    (['--config.init={corrupt}'], ['cannot use init', 'corrupt.npz', 'npz']),
-    (['--config.init={wrong_root}'], ['root_block/standardized_conv2d/kernel has shape '
-                                      '(7, 7, 3, 48)']),
+CONFIG_MISTAKES = [  # flags, words the one-line message must hold
+  (['--config.batchsize=3'], ["Unknown config field 'batchsize'", 'batch_size']),
+  (['--config.batch_size=0'], ['batch_size=0 (expected an integer >= 1)']),
+  (['--config.log_every=0'], ['log_every=0 (expected an integer >= 1)']),
+  (['--config.lr=-1'], ['lr=-1.0 (expected a number in (0, inf))']),
+  (
+    ['--config.total_steps=-5', '--config.checkpoint_every=-1'],
+    ['total_steps=-5', 'checkpoint_every=-1'],
+  ),
+  (['--config.freeze=block1('], ["freeze='block1(' (not a regular expression"]),
+  (['--config.dtype=float16'], ["dtype='float16' (expected one of ('float32', 'bfloat16'))"]),
+  (['--config.lr_schedule=cosine'], ["lr_schedule='cosine'"]),
+  (['--config.preprocess=random'], ["preprocess='random'"]),
+  (['--config.dataset=cifar1O'], ["Unknown dataset 'cifar1O'", 'close: cifar10']),
+  (['--config.init={corrupt}'], ['cannot use init', 'corrupt.npz', 'npz']),
+  (
+    ['--config.init={wrong_root}'],
+    ['root_block/standardized_conv2d/kernel has shape (7, 7, 3, 48)'],
+  ),
 ]
 
 
@@ -222,8 +266,8 @@ def test_config_mistakes_are_one_line_with_exit_code_2(tmp_path):
 
   def attempt(case):
     index, (flags, _) = case
-    return cli(*(f.format(**paths) for f in flags), workdir=tmp_path / f'w{index}',
-               timeout=120)
+    return cli(*(f.format(**paths) for f in flags), workdir=tmp_path / f'w{index}', timeout=120)
+
   started = time.time()
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     done = list(pool.map(attempt, enumerate(CONFIG_MISTAKES)))
@@ -231,10 +275,10 @@ def test_config_mistakes_are_one_line_with_exit_code_2(tmp_path):
     printed = result.stdout + result.stderr
     assert result.returncode == 2, (flags, printed[-3000:])
     assert 'Traceback' not in printed, (flags, printed[-3000:])
-    [line] = [l for l in result.stderr.splitlines() if l.startswith('ERROR:')]
+    [line] = [x for x in result.stderr.splitlines() if x.startswith('ERROR:')]
     for word in words:
       assert word in line, (flags, line)
-  assert time.time() - started < 60 * len(CONFIG_MISTAKES)        # seconds each, no retries
+  assert time.time() - started < 60 * len(CONFIG_MISTAKES)  # seconds each, no retries
 
 
 def test_an_unwritable_workdir_is_refused_before_any_work(tmp_path):
@@ -248,16 +292,21 @@ def test_an_unwritable_workdir_is_refused_before_any_work(tmp_path):
 def test_a_full_disk_names_the_path_and_keeps_the_last_good_checkpoint(tmp_path):
   mount = tmp_path / 'small'
   mount.mkdir()
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', str(mount)],
-                    capture_output=True).returncode:
+  if subprocess.run(
+    ['mount', '-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', str(mount)], capture_output=True
+  ).returncode:
     pytest.skip('cannot mount a small tmpfs here')
   try:
-    result = cli('--config.total_steps=400', '--config.checkpoint_every=5',
-                 '--config.keep_checkpoints=100', '--config.eval_every=0',
-                 workdir=mount / 'run')
+    result = cli(
+      '--config.total_steps=400',
+      '--config.checkpoint_every=5',
+      '--config.keep_checkpoints=100',
+      '--config.eval_every=0',
+      workdir=mount / 'run',
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr and len(result.stderr.splitlines()) < 10
-    [line] = [l for l in result.stderr.splitlines() if l.startswith('ERROR:')]
+    [line] = [x for x in result.stderr.splitlines() if x.startswith('ERROR:')]
     assert str(mount / 'run') in line and 'No space left' in line
     assert 'is intact and a rerun resumes from it' in line
   finally:

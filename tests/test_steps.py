@@ -10,15 +10,15 @@ from bit_jax import models, optim, steps
 
 
 def setup(freeze='', num_classes=3, batch=16, seed=0, dtype=jnp.float32):
-  model = models.ResNetV2(depth=14, width=0.5, num_classes=num_classes, dtype=dtype,
-                          param_dtype=dtype)
+  model = models.ResNetV2(
+    depth=14, width=0.5, num_classes=num_classes, dtype=dtype, param_dtype=dtype
+  )
   rng = np.random.default_rng(seed)
   images = rng.uniform(-1, 1, (batch, 16, 16, 3)).astype(dtype)
   labels = rng.integers(0, num_classes, batch).astype(np.int32)
   params = model.init(jax.random.PRNGKey(seed), images[:1])['params']
   # A non-zero head, so every layer gets gradients from the first step.
-  params['head']['kernel'] = jnp.asarray(rng.normal(0, 0.1, params['head']['kernel'].shape),
-                                         dtype)
+  params['head']['kernel'] = jnp.asarray(rng.normal(0, 0.1, params['head']['kernel'].shape), dtype)
   optimizer = optim.make_optimizer(params, momentum=0.9, freeze=freeze)
   state = {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
   return model, optimizer, state, {'image': images, 'label': labels}
@@ -50,15 +50,21 @@ def test_eight_devices_match_one_device():
     mesh = Mesh(np.array(jax.devices()), ('data',))
     replicated = NamedSharding(mesh, PartitionSpec())
     sharded = NamedSharding(mesh, PartitionSpec('data'))
-    eight = run(step, jax.device_put(state, replicated), jax.device_put(batch, sharded), lr=0.05,
-                in_shardings=(replicated, sharded, None, None),
-                out_shardings=(replicated, replicated))
+    eight = run(
+      step,
+      jax.device_put(state, replicated),
+      jax.device_put(batch, sharded),
+      lr=0.05,
+      in_shardings=(replicated, sharded, None, None),
+      out_shardings=(replicated, replicated),
+    )
     before = jax.device_get(state['params'])
   assert all(x.dtype == np.float64 for x in jax.tree.leaves(one))
   assert_trees_close(one, eight, atol=1e-10)
-  moved = np.abs(one['block1']['unit01']['conv1']['kernel'] -
-                 before['block1']['unit01']['conv1']['kernel']).max()
-  assert moved > 1e-3      # the steps did change the weights: the agreement is not trivial
+  moved = np.abs(
+    one['block1']['unit01']['conv1']['kernel'] - before['block1']['unit01']['conv1']['kernel']
+  ).max()
+  assert moved > 1e-3  # the steps did change the weights: the agreement is not trivial
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -75,8 +81,10 @@ def test_frozen_parameters_are_bit_identical():
   for path in ('root_block', 'block1'):
     for x, y in zip(jax.tree.leaves(before[path]), jax.tree.leaves(after[path])):
       np.testing.assert_array_equal(x, y)
-  changed = [not np.array_equal(x, y) for x, y in
-             zip(jax.tree.leaves(before['block2']), jax.tree.leaves(after['block2']))]
+  changed = [
+    not np.array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(before['block2']), jax.tree.leaves(after['block2']))
+  ]
   assert all(changed)
 
 
@@ -91,25 +99,29 @@ def test_eval_step_counts_top1_top5_under_mask():
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (12, 16, 16, 3)).astype(np.float32)
   params = model.init(jax.random.PRNGKey(0), images[:1])['params']
-  params['head']['kernel'] = jnp.asarray(rng.normal(0, 1, params['head']['kernel'].shape),
-                                         jnp.float32)
+  params['head']['kernel'] = jnp.asarray(
+    rng.normal(0, 1, params['head']['kernel'].shape), jnp.float32
+  )
   labels = rng.integers(0, 7, 12).astype(np.int32)
   mask = np.arange(12) < 9
-  out = jax.jit(steps.make_eval_step(model))(params, {'image': images, 'label': labels,
-                                                      'mask': mask})
+  out = jax.jit(steps.make_eval_step(model))(
+    params, {'image': images, 'label': labels, 'mask': mask}
+  )
   logits = np.asarray(model.apply({'params': params}, images))
   order = np.argsort(-logits, axis=1)
   assert out['count'] == 9
   assert out['top1'] == np.sum((order[:, 0] == labels) & mask)
   assert out['top5'] == np.sum((order[:, :5] == labels[:, None]).any(1) & mask)
   log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-  np.testing.assert_allclose(out['loss'], -np.sum(log_probs[np.arange(12), labels] * mask),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    out['loss'], -np.sum(log_probs[np.arange(12), labels] * mask), rtol=1e-5
+  )
 
 
 def test_sigmoid_loss_for_multi_hot_labels():
   logits = jnp.array([[2.0, -1.0, 0.5]])
   targets = jnp.array([[1.0, 0.0, 1.0]])
-  expected = sum(np.log1p(np.exp(-z)) if t else np.log1p(np.exp(z))
-                 for z, t in zip([2.0, -1.0, 0.5], [1, 0, 1]))
+  expected = sum(
+    np.log1p(np.exp(-z)) if t else np.log1p(np.exp(z)) for z, t in zip([2.0, -1.0, 0.5], [1, 0, 1])
+  )
   np.testing.assert_allclose(steps.sigmoid_xent(logits, targets), [expected], rtol=1e-6)

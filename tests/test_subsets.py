@@ -12,19 +12,19 @@ import pytest
 
 from bit_jax import subsets
 
-TFDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+TFDS_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
 
 # 3 classes with 10, 20 and 7 examples, interleaved so ids are not grouped by class.
 SYNTHETIC = np.random.default_rng(0).permutation(np.repeat([0, 1, 2], [10, 20, 7]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def cifar10_labels():
   if not TFDS_DIR.is_dir():
-    pytest.skip(f"no TFDS data at {TFDS_DIR}")
-  tfds = pytest.importorskip("tensorflow_datasets")
-  split = tfds.load("cifar10", data_dir=str(TFDS_DIR), split="train", download=False)
-  labels = np.array([int(x["label"]) for x in tfds.as_numpy(split)])
+    pytest.skip(f'no TFDS data at {TFDS_DIR}')
+  tfds = pytest.importorskip('tensorflow_datasets')
+  split = tfds.load('cifar10', data_dir=str(TFDS_DIR), split='train', download=False)
+  labels = np.array([int(x['label']) for x in tfds.as_numpy(split)])
   assert labels.shape == (5085,)
   return labels
 
@@ -36,7 +36,7 @@ def _is_subset(small, large):
 def test_per_class_counts_are_exact():
   ids = subsets.per_class(SYNTHETIC, 5, seed=1)
   assert ids.dtype == np.int64
-  assert np.all(np.diff(ids) > 0), "ids must be sorted and unique"
+  assert np.all(np.diff(ids) > 0), 'ids must be sorted and unique'
   assert np.bincount(SYNTHETIC[ids]).tolist() == [5, 5, 5]
 
 
@@ -55,7 +55,7 @@ def test_same_seed_same_ids_other_seed_different():
 
 
 def test_k_larger_than_a_class_is_an_error_naming_the_class():
-  with pytest.raises(ValueError, match="class 2 has 7"):
+  with pytest.raises(ValueError, match='class 2 has 7'):
     subsets.per_class(SYNTHETIC, 8, seed=0)
   ids = subsets.per_class(SYNTHETIC, 8, seed=0, allow_fewer=True)
   assert np.bincount(SYNTHETIC[ids]).tolist() == [8, 8, 7]
@@ -79,12 +79,14 @@ def test_fraction_rounds_half_up():
 
 def test_k_shot_is_the_front_of_the_fraction_order():
   # Both come from the same class order: 2 per class sits inside 40% (>= 3 each).
-  assert _is_subset(subsets.per_class(SYNTHETIC, 2, seed=4), subsets.fraction(SYNTHETIC, 0.4, seed=4))
+  assert _is_subset(
+    subsets.per_class(SYNTHETIC, 2, seed=4), subsets.fraction(SYNTHETIC, 0.4, seed=4)
+  )
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize('bad', [0.0, -0.1, 1.5])
 def test_fraction_out_of_range_is_rejected(bad):
-  with pytest.raises(ValueError, match="0 < f <= 1"):
+  with pytest.raises(ValueError, match='0 < f <= 1'):
     subsets.fraction(SYNTHETIC, bad, seed=0)
 
 
@@ -94,9 +96,9 @@ def test_per_class_counts_variant():
   # Same class order as per_class: class 0's 3-shot ids are the ones chosen here.
   three_shot = subsets.per_class(SYNTHETIC, 3, seed=2)
   assert _is_subset(three_shot[SYNTHETIC[three_shot] == 0], ids)
-  with pytest.raises(ValueError, match="unknown classes \\[9\\]"):
+  with pytest.raises(ValueError, match='unknown classes \\[9\\]'):
     subsets.per_class_counts(SYNTHETIC, {9: 1}, seed=2)
-  with pytest.raises(ValueError, match="class 0 has 10"):
+  with pytest.raises(ValueError, match='class 0 has 10'):
     subsets.per_class_counts(SYNTHETIC, {0: 11}, seed=2)
 
 
@@ -126,43 +128,43 @@ def test_holdout_takes_the_end_so_train_subsets_match_whole_split():
   assert _is_subset(half, full)
   np.testing.assert_array_equal(full, train)
   # class 2 keeps 4 training examples: asking 5 inside train must fail.
-  with pytest.raises(ValueError, match="class 2 has 4"):
+  with pytest.raises(ValueError, match='class 2 has 4'):
     subsets.per_class(SYNTHETIC, 5, seed=11, within=train)
 
 
 def test_holdout_errors():
-  with pytest.raises(ValueError, match="exactly one"):
+  with pytest.raises(ValueError, match='exactly one'):
     subsets.holdout_split(SYNTHETIC, seed=0)
-  with pytest.raises(ValueError, match="exactly one"):
+  with pytest.raises(ValueError, match='exactly one'):
     subsets.holdout_split(SYNTHETIC, seed=0, val_fraction=0.1, val_per_class=1)
-  with pytest.raises(ValueError, match="class 2 has 7"):
+  with pytest.raises(ValueError, match='class 2 has 7'):
     subsets.holdout_split(SYNTHETIC, seed=0, val_per_class=7)
-  with pytest.raises(ValueError, match="0 < val_fraction < 1"):
+  with pytest.raises(ValueError, match='0 < val_fraction < 1'):
     subsets.holdout_split(SYNTHETIC, seed=0, val_fraction=1.0)
 
 
 def test_bad_inputs_are_rejected():
-  with pytest.raises(ValueError, match="1-D integer"):
+  with pytest.raises(ValueError, match='1-D integer'):
     subsets.per_class(SYNTHETIC.astype(float), 1, seed=0)
-  with pytest.raises(ValueError, match="within"):
+  with pytest.raises(ValueError, match='within'):
     subsets.per_class(SYNTHETIC, 1, seed=0, within=np.array([0, 999]))
 
 
 def test_save_load_round_trip(tmp_path):
   ids = subsets.per_class(SYNTHETIC, 2, seed=np.int64(4))
-  path = tmp_path / "runs" / "ids.json"
-  subsets.save_ids(path, ids, seed=np.int64(4), k=2, dataset="synthetic", split="train")
+  path = tmp_path / 'runs' / 'ids.json'
+  subsets.save_ids(path, ids, seed=np.int64(4), k=2, dataset='synthetic', split='train')
   loaded, metadata = subsets.load_ids(path)
   np.testing.assert_array_equal(loaded, ids)
   assert loaded.dtype == np.int64
-  assert metadata == {"seed": 4, "k": 2, "dataset": "synthetic", "split": "train"}
+  assert metadata == {'seed': 4, 'k': 2, 'dataset': 'synthetic', 'split': 'train'}
 
 
 def test_load_detects_edited_file(tmp_path):
-  path = tmp_path / "ids.json"
+  path = tmp_path / 'ids.json'
   subsets.save_ids(path, np.array([1, 2, 3]))
-  path.write_text(path.read_text().replace("[1, 2, 3]", "[1, 2]"))
-  with pytest.raises(ValueError, match="Expected 3 ids"):
+  path.write_text(path.read_text().replace('[1, 2, 3]', '[1, 2]'))
+  with pytest.raises(ValueError, match='Expected 3 ids'):
     subsets.load_ids(path)
 
 

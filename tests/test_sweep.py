@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-
-from bit_jax import models, pretrained, report, run, sweep
 from conftest import REPO
 from test_train import tiny_config
+
+from bit_jax import models, pretrained, report, run, sweep
 
 STUDIES = sorted((REPO / 'configs' / 'sweeps').glob('*.py'))
 
@@ -30,19 +30,24 @@ def load_study(path):
   return module
 
 
-HEAD_ONLY = dict(name='head', fraction=0.5, batch_size=16, lr=0.05, freeze='^(?!head/)',
-                 total_steps=4)
+HEAD_ONLY = dict(
+  name='head', fraction=0.5, batch_size=16, lr=0.05, freeze='^(?!head/)', total_steps=4
+)
 BODY = dict(name='body', fraction=1.0, batch_size=32, lr=0.02, freeze='head/', total_steps=2)
 
 
 def tiny_sweep():
   base = tiny_config(eval_every=0, checkpoint_every=0, keep_checkpoints=1)
-  runs = (dict(name='head_only', tags={'kind': 'one phase'}, phases=(HEAD_ONLY,)),
-          dict(name='grow', tags={'kind': 'two phases'}, phases=(HEAD_ONLY, BODY)),
-          dict(name='again', init='{workdir}/head_only/final.npz', head='keep', freeze='.',
-               total_steps=1))
-  return ml_collections.ConfigDict(dict(
-      base=base, runs=runs, report=dict(x='examples_seen', series='name', points='evals')))
+  runs = (
+    dict(name='head_only', tags={'kind': 'one phase'}, phases=(HEAD_ONLY,)),
+    dict(name='grow', tags={'kind': 'two phases'}, phases=(HEAD_ONLY, BODY)),
+    dict(
+      name='again', init='{workdir}/head_only/final.npz', head='keep', freeze='.', total_steps=1
+    ),
+  )
+  return ml_collections.ConfigDict(
+    dict(base=base, runs=runs, report=dict(x='examples_seen', series='name', points='evals'))
+  )
 
 
 def final_params(directory):
@@ -57,8 +62,10 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
   head, body = json.loads((tmp_path / 'grow' / 'phases.json').read_text())
   assert (head['batch_size'], head['lr'], head['freeze']) == (16, 0.05, '^(?!head/)')
   assert (body['batch_size'], body['lr'], body['freeze']) == (32, 0.02, 'head/')
-  ids = {p: set(json.loads((tmp_path / 'grow' / f'{p}_train_ids.json').read_text())['ids'])
-         for p in ('head', 'body')}
+  ids = {
+    p: set(json.loads((tmp_path / 'grow' / f'{p}_train_ids.json').read_text())['ids'])
+    for p in ('head', 'body')
+  }
   assert ids['head'] < ids['body'] and len(ids['body']) == body['num_examples']
   assert len(ids['head']) == head['num_examples'] == pytest.approx(len(ids['body']) / 2, abs=2)
   results = json.loads((tmp_path / 'grow' / 'results.json').read_text())
@@ -72,7 +79,7 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
   init = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
   init = pretrained.params_to_npz(jax.device_get(init))
   for key in one:
-    is_head = key.startswith(pretrained.HEAD_KERNEL[:-len('kernel')])
+    is_head = key.startswith(pretrained.HEAD_KERNEL[: -len('kernel')])
     np.testing.assert_array_equal(again[key], one[key])
     assert np.array_equal(one[key], init[key]) != is_head, key
     assert np.array_equal(two[key], one[key]) == is_head, key
@@ -81,23 +88,34 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
   # The tables: one row per run, the swept fields and the measured columns.
   table = report.read_csv(tmp_path / 'results.csv')
   assert [r['name'] for r in table] == ['head_only', 'grow', 'again']
-  assert list(table[0]) == ['name', 'seed_index', 'kind', 'init', 'head', 'freeze',
-                            'total_steps', *report.MEASURED]
+  assert list(table[0]) == [
+    'name',
+    'seed_index',
+    'kind',
+    'init',
+    'head',
+    'freeze',
+    'total_steps',
+    *report.MEASURED,
+  ]
   grow = table[1]
   assert (grow['kind'], grow['steps'], grow['examples_seen']) == ('two phases', '6', '128')
   assert float(grow['compute_epochs']) == pytest.approx(128 / body['num_examples'], rel=1e-3)
   assert table[2]['init'] == '{workdir}/head_only/final.npz'
   assert len(report.read_csv(tmp_path / 'phases.csv')) == 4
-  evals = [(r['phase'], r['step'], r['examples_seen'])      # eval_every=0: at phase ends
-           for r in report.read_csv(tmp_path / 'evals.csv') if r['name'] == 'grow']
+  evals = [
+    (r['phase'], r['step'], r['examples_seen'])  # eval_every=0: at phase ends
+    for r in report.read_csv(tmp_path / 'evals.csv')
+    if r['name'] == 'grow'
+  ]
   assert evals == [('head', '4', '64'), ('body', '6', '128')]
   assert (tmp_path / 'tiny.png').stat().st_size > 0 and 'grow' in (
-      tmp_path / 'results.md').read_text()
+    tmp_path / 'results.md'
+  ).read_text()
 
   # A second invocation trains nothing; a run without results.json is (re)started.
   calls = []
-  monkeypatch.setattr(run, 'run',
-                      lambda config, workdir, **_: calls.append((config, workdir)))
+  monkeypatch.setattr(run, 'run', lambda config, workdir, **_: calls.append((config, workdir)))
   assert sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny') == rows and calls == []
   (tmp_path / 'again' / 'results.json').unlink()
   sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny')
@@ -107,22 +125,31 @@ def test_sweep_runs_phases_then_skips_finished_runs(tmp_path, monkeypatch):
 
 
 def test_workdir_placeholder_is_filled_in_base_runs_and_phases(tmp_path):
-  config = ml_collections.ConfigDict(dict(
-      base=tiny_config(init='{workdir}/up/final.npz'), report={},
-      runs=(dict(name='up', init='scratch'),
-            dict(name='down', phases=({'name': 'a'}, {'name': 'b', 'init': '{workdir}/up/x'})))))
+  config = ml_collections.ConfigDict(
+    dict(
+      base=tiny_config(init='{workdir}/up/final.npz'),
+      report={},
+      runs=(
+        dict(name='up', init='scratch'),
+        dict(name='down', phases=({'name': 'a'}, {'name': 'b', 'init': '{workdir}/up/x'})),
+      ),
+    )
+  )
   up, down = (sweep.run_config(config, run, tmp_path) for run in sweep.check_runs(config))
   assert up.init == 'scratch'
   assert down.init == str(tmp_path.resolve() / 'up' / 'final.npz')
   assert down.phases[1]['init'] == str(tmp_path.resolve() / 'up' / 'x')
 
 
-@pytest.mark.parametrize('runs,message', [
+@pytest.mark.parametrize(
+  'runs,message',
+  [
     ([dict(name='a'), dict(name='a')], 'unique name'),
     ([dict(name='a', init='{workdir}/b/final.npz'), dict(name='b')], 'not listed before'),
     ([dict(name='a', batchsize=3)], "unknown fields \\['batchsize'\\]"),
     ([dict(name='a', tags={'shots': 1})], "tags \\['shots'\\] named like config fields"),
-])
+  ],
+)
 def test_bad_sweep_configs_are_refused(runs, message):
   config = ml_collections.ConfigDict(dict(base=tiny_config(), runs=runs, report={}))
   with pytest.raises(sweep.SweepConfigError, match=message):
@@ -152,15 +179,27 @@ def test_full_scale_study_is_the_miniature_with_other_sizes(path):
     config = study.get_config(scale)
     sweep.check_runs(config)
     scale_only = set(study.SCALES[scale]['target']) | {'name'}
-    return config, sorted({json.dumps([sorted(set(r) - scale_only), sorted(r.get('tags', {})),
-                                       [sorted(p) for p in r.get('phases', ())]])
-                           for r in config.runs if not r['name'].startswith('upstream')})
+    return config, sorted(
+      {
+        json.dumps(
+          [
+            sorted(set(r) - scale_only),
+            sorted(r.get('tags', {})),
+            [sorted(p) for p in r.get('phases', ())],
+          ]
+        )
+        for r in config.runs
+        if not r['name'].startswith('upstream')
+      }
+    )
+
   mini, mini_runs = structure('mini')
   full, full_runs = structure('full')
   assert mini_runs == full_runs
-  sized = ('title', 'runs', 'compare')   # the title names the scale; the others name runs
-  assert ({k: v for k, v in mini.report.items() if k not in sized} ==
-          {k: v for k, v in full.report.items() if k not in sized})
+  sized = ('title', 'runs', 'compare')  # the title names the scale; the others name runs
+  assert {k: v for k, v in mini.report.items() if k not in sized} == {
+    k: v for k, v in full.report.items() if k not in sized
+  }
   shape = lambda config: [(c['column'], c.get('by'), c.get('y')) for c in config.report.compare]
   assert shape(mini) == shape(full) and mini.seeds == full.seeds == 5
   assert full.base.model == 'R50x1' and mini.base.model == 'R14x0.5'
@@ -168,13 +207,15 @@ def test_full_scale_study_is_the_miniature_with_other_sizes(path):
 
 # --- repeats, statistics and shards ---------------------------------------------------------
 
+
 def test_summary_interval_is_students_t():
   from scipy import stats as scipy_stats
+
   from bit_jax import stats
+
   values = [0.52, 0.55, 0.49, 0.58, 0.51]
   got = stats.summary(values)
-  low, high = scipy_stats.t.interval(0.95, 4, loc=np.mean(values),
-                                     scale=scipy_stats.sem(values))
+  low, high = scipy_stats.t.interval(0.95, 4, loc=np.mean(values), scale=scipy_stats.sem(values))
   assert got['n'] == 5 and got['mean'] == pytest.approx(np.mean(values))
   assert got['std'] == pytest.approx(np.std(values, ddof=1))
   assert (got['ci_low'], got['ci_high']) == pytest.approx((low, high))
@@ -183,12 +224,18 @@ def test_summary_interval_is_students_t():
 
 def test_paired_differences_from_a_results_csv_match_a_hand_computation(tmp_path):
   # Two series at two sizes, three seeds; at size 1 the differences are 2, 3 and 2.5 points.
-  rows = [dict(name=f'{series}_{size}', seed_index=k, upstream=series, per_class=size, top1=v)
-          for series, size, values in [('big', 1, (0.52, 0.63, 0.725)), ('small', 1, (0.5, 0.6, 0.7)),
-                                       ('big', 5, (0.8, 0.7, 0.9)), ('small', 5, (0.8, 0.7, 0.9))]
-          for k, v in enumerate(values)]
+  rows = [
+    dict(name=f'{series}_{size}', seed_index=k, upstream=series, per_class=size, top1=v)
+    for series, size, values in [
+      ('big', 1, (0.52, 0.63, 0.725)),
+      ('small', 1, (0.5, 0.6, 0.7)),
+      ('big', 5, (0.8, 0.7, 0.9)),
+      ('small', 5, (0.8, 0.7, 0.9)),
+    ]
+    for k, v in enumerate(values)
+  ]
   report.write_csv(tmp_path / 'results.csv', rows, list(rows[0]))
-  read = report.read_csv(tmp_path / 'results.csv')              # as strings, as a user's file
+  read = report.read_csv(tmp_path / 'results.csv')  # as strings, as a user's file
   at_1, at_5 = report.compare(read, dict(column='upstream', a='big', b='small', by='per_class'))
   # By hand: differences 0.02, 0.03, 0.025 -> mean 0.025, sd 0.005, n 3; t(0.975, 2) =
   # 4.302653 from the table; half-width 4.302653 * 0.005 / sqrt(3) = 0.0124207.
@@ -196,33 +243,41 @@ def test_paired_differences_from_a_results_csv_match_a_hand_computation(tmp_path
   assert at_1['mean'] == pytest.approx(0.025) and at_1['std'] == pytest.approx(0.005)
   assert at_1['ci_low'] == pytest.approx(0.025 - 0.0124207, abs=1e-6)
   assert at_1['ci_high'] == pytest.approx(0.025 + 0.0124207, abs=1e-6)
-  assert at_1['significant'] and at_1['p_value'] < 0.05          # the interval excludes 0
-  assert at_5['mean'] == 0 and not at_5['significant']             # identical: no difference
+  assert at_1['significant'] and at_1['p_value'] < 0.05  # the interval excludes 0
+  assert at_5['mean'] == 0 and not at_5['significant']  # identical: no difference
 
 
 def test_a_sweep_with_seeds_repeats_every_run_and_reports_intervals(tmp_path):
-  from scipy import stats as scipy_stats
   import tiny_sweep
+  from scipy import stats as scipy_stats
+
   config = tiny_sweep.get_config()
   rows = sweep.run_sweep(config, tmp_path, 'tiny')
   assert sorted((r['name'], r['seed_index']) for r in rows) == [
-      (n, k) for n in ('first', 'second') for k in range(3)]
+    (n, k) for n in ('first', 'second') for k in range(3)
+  ]
   # Repeat k: seed + k and subset_seed + k, so the 20-shot subsets differ between repeats.
-  ids = [json.loads((tmp_path / 'first' / f'seed{k}' / 'phase0_train_ids.json').read_text())
-         for k in range(3)]
+  ids = [
+    json.loads((tmp_path / 'first' / f'seed{k}' / 'phase0_train_ids.json').read_text())
+    for k in range(3)
+  ]
   assert [i['metadata']['seed'] for i in ids] == [0, 1, 2]
   assert len({tuple(i['ids']) for i in ids}) == 3
   # Each transfer repeat started from the same repeat of the upstream run.
-  plans = [json.loads((tmp_path / 'second' / f'seed{k}' / 'phases.json').read_text())[0]
-           for k in range(3)]
-  assert [p['init'] for p in plans] == [str(tmp_path.resolve() / 'first' / f'seed{k}' /
-                                            'final.npz') for k in range(3)]
+  plans = [
+    json.loads((tmp_path / 'second' / f'seed{k}' / 'phases.json').read_text())[0] for k in range(3)
+  ]
+  assert [p['init'] for p in plans] == [
+    str(tmp_path.resolve() / 'first' / f'seed{k}' / 'final.npz') for k in range(3)
+  ]
   summary = {r['name']: r for r in report.read_csv(tmp_path / 'summary.csv')}
   for name in ('first', 'second'):
     values = [r['top1'] for r in rows if r['name'] == name]
-    low, high = (scipy_stats.t.interval(0.95, 2, loc=np.mean(values),
-                                        scale=scipy_stats.sem(values))
-                 if np.std(values) else (np.mean(values),) * 2)
+    low, high = (
+      scipy_stats.t.interval(0.95, 2, loc=np.mean(values), scale=scipy_stats.sem(values))
+      if np.std(values)
+      else (np.mean(values),) * 2
+    )
     assert summary[name]['n'] == '3'
     assert float(summary[name]['top1_ci_low']) == pytest.approx(low, abs=1e-4)
     assert float(summary[name]['top1_ci_high']) == pytest.approx(high, abs=1e-4)
@@ -235,30 +290,54 @@ def test_a_sweep_with_seeds_repeats_every_run_and_reports_intervals(tmp_path):
 def test_two_shard_jobs_share_one_sweep_and_train_every_repeat_once(tmp_path):
   import subprocess
   import sys
+
   from conftest import REPO
-  command = [sys.executable, '-m', 'bit_jax.sweep',
-             f'--config={REPO / "tests" / "configs" / "tiny_sweep.py"}', f'--workdir={tmp_path}']
+
+  command = [
+    sys.executable,
+    '-m',
+    'bit_jax.sweep',
+    f'--config={REPO / "tests" / "configs" / "tiny_sweep.py"}',
+    f'--workdir={tmp_path}',
+  ]
   env = {**os.environ, 'PYTHONPATH': str(REPO / 'tests' / 'configs')}
-  jobs = [subprocess.Popen(command + [f'--shard={i}/2'], cwd=REPO, env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+  jobs = [
+    subprocess.Popen(
+      command + [f'--shard={i}/2'],
+      cwd=REPO,
+      env=env,
+      text=True,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+    )
+    for i in range(2)
+  ]
   outputs = [job.communicate(timeout=600)[0] for job in jobs]
   assert [job.returncode for job in jobs] == [0, 0], outputs
-  trained = [line.split('] ', 2)[-1] for out in outputs for line in out.splitlines()
-             if line.startswith('[shard ') and ' seed ' in line and 'skipped' not in line
-             and 'another job' not in line]
-  assert sorted(trained) == sorted(f'{n} seed {k}' for n in ('first', 'second')
-                                   for k in range(3)), outputs        # each exactly once
+  trained = [
+    line.split('] ', 2)[-1]
+    for out in outputs
+    for line in out.splitlines()
+    if line.startswith('[shard ')
+    and ' seed ' in line
+    and 'skipped' not in line
+    and 'another job' not in line
+  ]
+  assert sorted(trained) == sorted(
+    f'{n} seed {k}' for n in ('first', 'second') for k in range(3)
+  ), outputs  # each exactly once
   assert not any('Resuming' in out for out in outputs)
-  assert len(report.read_csv(tmp_path / 'results.csv')) == 6        # the report merges all
+  assert len(report.read_csv(tmp_path / 'results.csv')) == 6  # the report merges all
 
 
 def test_every_miniature_starts_its_target_runs_from_a_zero_head(tmp_path, shared_tfds):
   """The published miniature numbers were once made with the upstream's classifier carried
   into the target runs; each study's target phases must start from a fresh zero head."""
   from bit_jax import plan, weights
+
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=5)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
-  params['head']['kernel'] = params['head']['kernel'] + 1.0      # a trained 5-class head
+  params['head']['kernel'] = params['head']['kernel'] + 1.0  # a trained 5-class head
   for path in STUDIES:
     workdir = tmp_path / path.stem
     everything = sweep.repeats(load_study(path).get_config('mini'), workdir)
@@ -267,10 +346,11 @@ def test_every_miniature_starts_its_target_runs_from_a_zero_head(tmp_path, share
     assert not any(r.config.get('head') == 'keep' for r in from_upstream)
     repeat = from_upstream[0]
     os.makedirs(os.path.dirname(repeat.config.init), exist_ok=True)
-    pretrained.save_npz(repeat.config.init, params)                # the upstream's final.npz
+    pretrained.save_npz(repeat.config.init, params)  # the upstream's final.npz
     first = plan.resolve(repeat.config).phases[0]
     assert first.settings.head == 'reset', path.stem
     start = weights.initial_params(first, None)
     np.testing.assert_array_equal(start['head']['kernel'], 0)
-    np.testing.assert_array_equal(start['block1']['unit01']['conv1']['kernel'],
-                                  params['block1']['unit01']['conv1']['kernel'])
+    np.testing.assert_array_equal(
+      start['block1']['unit01']['conv1']['kernel'], params['block1']['unit01']['conv1']['kernel']
+    )

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import pytest
-
-from bit_jax import pretrained, run, weights
-from bit_jax import plan as plan_lib
-from bit_jax.errors import ConfigError, RunError
 from conftest import REPO
+
+from bit_jax import plan as plan_lib
+from bit_jax import pretrained, run, weights
+from bit_jax.errors import ConfigError, RunError
 
 TINY = REPO / 'tests' / 'configs' / 'tiny.py'
 
@@ -26,13 +26,14 @@ TINY = REPO / 'tests' / 'configs' / 'tiny.py'
 def tiny_config(**overrides):
   sys.path.insert(0, str(TINY.parent))
   import tiny  # noqa: E402  (a config file, loaded as config_flags would)
+
   config = tiny.get_config()
   config.update(overrides)
   return config
 
 
 def losses(workdir):
-  lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  lines = [json.loads(x) for x in (workdir / 'metrics.jsonl').read_text().splitlines()]
   return {r['step']: r['loss'] for r in lines if 'loss' in r}
 
 
@@ -51,21 +52,26 @@ def test_tiny_run_writes_everything_and_resume_of_a_finished_run_is_a_no_op(tmp_
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  blow_up = ({'name': 'good', 'total_steps': 4},
-             {'name': 'bad', 'lr': 1e30, 'warmup_steps': 0, 'decay_steps': ()})
+  blow_up = (
+    {'name': 'good', 'total_steps': 4},
+    {'name': 'bad', 'lr': 1e30, 'warmup_steps': 0, 'decay_steps': ()},
+  )
   with pytest.raises(RunError, match='last good checkpoint is step 4'):
     run.run(tiny_config(phases=blow_up, checkpoint_every=2), tmp_path)
   with pytest.raises(RunError, match='no checkpoint was saved yet'):
     run.run(tiny_config(lr=1e30, warmup_steps=0, decay_steps=()), tmp_path / 'fresh')
 
 
-@pytest.mark.parametrize('overrides,message', [
+@pytest.mark.parametrize(
+  'overrides,message',
+  [
     (dict(batch_size=12), 'does not divide over 8 devices'),
     (dict(dataset='no_such_dataset'), "cannot load dataset 'no_such_dataset'"),
     (dict(init='/nonexistent.npz'), 'cannot use init'),
     (dict(model='R34x1'), "Unknown model 'R34x1'"),
     (dict(freeze='stage9'), 'matches no parameter'),
-])
+  ],
+)
 def test_bad_input_gives_a_clear_message(tmp_path, overrides, message):
   with pytest.raises(ConfigError, match=message):
     run.run(tiny_config(**overrides), tmp_path)
@@ -73,9 +79,13 @@ def test_bad_input_gives_a_clear_message(tmp_path, overrides, message):
 
 def command(workdir, *flags, env=None):
   return subprocess.Popen(
-      [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={workdir}',
-       *flags], cwd=REPO, env={**os.environ, **(env or {})},
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={workdir}', *flags],
+    cwd=REPO,
+    env={**os.environ, **(env or {})},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def wait_for_checkpoint(workdir, proc, timeout=240):
@@ -97,8 +107,9 @@ LONGER = ('--config.total_steps=40', '--config.eval_every=0', '--config.log_ever
 def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
   # kill -9 with a save every step and only one checkpoint kept: the kill most likely lands
   # while a checkpoint is being written, the window where the newest one must not be lost.
-  flags = LONGER + (('--config.keep_checkpoints=1', '--config.checkpoint_every=1')
-                    if how == signal.SIGKILL else ())
+  flags = LONGER + (
+    ('--config.keep_checkpoints=1', '--config.checkpoint_every=1') if how == signal.SIGKILL else ()
+  )
   reference = command(tmp_path / 'reference', *flags)
   assert reference.wait(300) == 0, reference.stdout.read()
 
@@ -121,8 +132,11 @@ def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
   # Logged losses are means over the steps since the previous log line; compare the windows
   # that do not straddle the restart (SIGTERM also logs the partial window it stopped in).
   log_every = 4
-  comparable = [step for step in resumed_losses if step % log_every == 0 and
-                (step <= resumed_at or step - log_every >= resumed_at)]
+  comparable = [
+    step
+    for step in resumed_losses
+    if step % log_every == 0 and (step <= resumed_at or step - log_every >= resumed_at)
+  ]
   assert len(comparable) >= 8
   for step in comparable:
     assert resumed_losses[step] == reference_losses[step], step
@@ -138,13 +152,22 @@ def free_port():
 def test_two_processes_match_one_process(tmp_path):
   flags = ('--config.data_shards=2', '--config.lr=0.005', '--config.batch_size=16')
   two_devices = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
-  single = command(tmp_path / 'one', *flags,
-                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  single = command(
+    tmp_path / 'one', *flags, env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  )
   assert single.wait(300) == 0, single.stdout.read()
   address = f'127.0.0.1:{free_port()}'
-  procs = [command(tmp_path / 'two', *flags, f'--coordinator_address={address}',
-                   '--num_processes=2', f'--process_id={i}', env=two_devices)
-           for i in range(2)]
+  procs = [
+    command(
+      tmp_path / 'two',
+      *flags,
+      f'--coordinator_address={address}',
+      '--num_processes=2',
+      f'--process_id={i}',
+      env=two_devices,
+    )
+    for i in range(2)
+  ]
   try:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
   finally:
@@ -153,8 +176,9 @@ def test_two_processes_match_one_process(tmp_path):
   assert all(p.returncode == 0 for p in procs), outputs
   one, two = losses(tmp_path / 'one'), losses(tmp_path / 'two')
   assert sorted(one) == sorted(two)
-  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)],
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    [two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-4
+  )
   a = json.loads((tmp_path / 'one' / 'results.json').read_text())['final']
   b = json.loads((tmp_path / 'two' / 'results.json').read_text())['final']
   assert a['test_examples'] == b['test_examples'] and abs(a['test_top1'] - b['test_top1']) < 0.02
@@ -162,26 +186,36 @@ def test_two_processes_match_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_small_bit_learns_real_cifar10(tmp_path, shared_tfds):
-  config = tiny_config(dataset='cifar10', data_dir=str(shared_tfds), classes=None,
-                       resize=36, crop=32, batch_size=64, lr=0.05, total_steps=300,
-                       eval_every=0, checkpoint_every=0, log_every=50)
+  config = tiny_config(
+    dataset='cifar10',
+    data_dir=str(shared_tfds),
+    classes=None,
+    resize=36,
+    crop=32,
+    batch_size=64,
+    lr=0.05,
+    total_steps=300,
+    eval_every=0,
+    checkpoint_every=0,
+    log_every=50,
+  )
   results = run.run(config, tmp_path)
   assert results['final']['test_examples'] == 1017
-  assert results['final']['test_top1'] > 0.3, results     # chance is 0.1
+  assert results['final']['test_top1'] > 0.3, results  # chance is 0.1
 
 
 def test_carried_weights_get_a_fresh_head_for_a_new_task(tmp_path):
-  first, same, other = plan_lib.resolve(tiny_config(phases=(
-      {}, {}, {'classes': (3, 4, 5)}))).phases
+  first, same, other = plan_lib.resolve(tiny_config(phases=({}, {}, {'classes': (3, 4, 5)}))).phases
   assert (same.settings.head, other.settings.head) == ('keep', 'reset')
   params = weights.initial_params(first, None)
-  params['head']['kernel'] = params['head']['kernel'] + 1.0        # a trained head
+  params['head']['kernel'] = params['head']['kernel'] + 1.0  # a trained head
   kept = weights.initial_params(same, params)
   fresh = weights.initial_params(other, params)
   np.testing.assert_array_equal(kept['head']['kernel'], params['head']['kernel'])
-  np.testing.assert_array_equal(fresh['head']['kernel'], 0.0)       # same size, new classes
-  np.testing.assert_array_equal(fresh['block1']['unit01']['conv1']['kernel'],
-                                params['block1']['unit01']['conv1']['kernel'])
+  np.testing.assert_array_equal(fresh['head']['kernel'], 0.0)  # same size, new classes
+  np.testing.assert_array_equal(
+    fresh['block1']['unit01']['conv1']['kernel'], params['block1']['unit01']['conv1']['kernel']
+  )
 
 
 def trained_checkpoint(tmp_path):
@@ -211,31 +245,40 @@ def test_fine_tuning_a_checkpoint_with_the_same_class_count_starts_from_a_zero_h
 
 
 def test_upstream_recipe_path_sigmoid_multi_hot_inception_crop(tmp_path):
-  results = run.run(tiny_config(loss='sigmoid', preprocess='inception', weight_decay=1e-4,
-                                  total_steps=4, eval_every=0), tmp_path)
+  results = run.run(
+    tiny_config(
+      loss='sigmoid', preprocess='inception', weight_decay=1e-4, total_steps=4, eval_every=0
+    ),
+    tmp_path,
+  )
   assert results['steps'] == 4 and results['final']['test_examples'] > 0
 
 
 def test_fewshot_probe_runs_during_training_and_compiles_once_per_phase(tmp_path, monkeypatch):
   from bit_jax import fewshot
+
   traces = []
 
   def counting_pre_logits(model, params, images):
-    traces.append(images.shape)        # runs only while jax traces the jitted function
+    traces.append(images.shape)  # runs only while jax traces the jitted function
     return original(model, params, images)
+
   original = fewshot.pre_logits
   monkeypatch.setattr(fewshot, 'pre_logits', counting_pre_logits)
-  results = run.run(tiny_config(total_steps=4, eval_every=1, fewshot_shots=(1, 2),
-                                fewshot_classes=(3, 4, 5)), tmp_path)
+  results = run.run(
+    tiny_config(total_steps=4, eval_every=1, fewshot_shots=(1, 2), fewshot_classes=(3, 4, 5)),
+    tmp_path,
+  )
   final = results['final']
   assert 0 <= final['fewshot_1shot_top1'] <= 1 and 0 <= final['fewshot_2shot_top1'] <= 1
-  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert sum('fewshot_2shot_top1' in l for l in lines) == 4       # steps 1, 2, 3 and the end
+  lines = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert sum('fewshot_2shot_top1' in x for x in lines) == 4  # steps 1, 2, 3 and the end
   assert len(traces) == 1, traces
 
 
 def load_config(path, arg):
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -243,25 +286,42 @@ def load_config(path, arg):
 
 
 def test_bit_m_upstream_config_trains_on_multi_label_data_without_reading_labels(
-    tmp_path, monkeypatch):
+  tmp_path, monkeypatch
+):
   import tfds_builders
+
   from bit_jax import data_sources
+
   name = tfds_builders.prepare(tfds_builders.MultiLabelImages, tmp_path / 'tfds')
   label_passes = []
   real_labels_of = data_sources._labels_of
-  monkeypatch.setattr(data_sources, '_labels_of',
-                      lambda *a: label_passes.append(a) or real_labels_of(*a))
+  monkeypatch.setattr(
+    data_sources, '_labels_of', lambda *a: label_passes.append(a) or real_labels_of(*a)
+  )
   config = load_config(REPO / 'configs' / 'bit_upstream.py', 'BiT-M-R50x1')
   assert (config.label_key, config.loss) == ('labels', 'sigmoid')
-  config.update(dataset=name, data_dir=str(tmp_path / 'tfds'), train_split='full[16:]',
-                eval_split='full[:16]', model='R14x0.5', crop=16, resize=16, batch_size=8,
-                epochs=None, total_steps=3, warmup_steps=1, decay_epochs=None, log_every=1,
-                eval_every=0, checkpoint_every=0)
+  config.update(
+    dataset=name,
+    data_dir=str(tmp_path / 'tfds'),
+    train_split='full[16:]',
+    eval_split='full[:16]',
+    model='R14x0.5',
+    crop=16,
+    resize=16,
+    batch_size=8,
+    epochs=None,
+    total_steps=3,
+    warmup_steps=1,
+    decay_epochs=None,
+    log_every=1,
+    eval_every=0,
+    checkpoint_every=0,
+  )
   results = run.run(config, tmp_path / 'run')
   final = results['final']
   assert results['steps'] == 3 and final['test_examples'] == 16
   assert 0 <= final['test_prec1'] <= 1 and 'test_top1' not in final
-  assert label_passes == []              # nothing needed the labels: no pass over the split
+  assert label_passes == []  # nothing needed the labels: no pass over the split
   [phase] = json.loads((tmp_path / 'run' / 'phases.json').read_text())
   assert phase['multi_label'] and phase['num_classes'] == 6 and phase['lr_scaling'] == 'linear'
   assert phase['lr'] == pytest.approx(0.03 * 8 / 256)
@@ -269,13 +329,18 @@ def test_bit_m_upstream_config_trains_on_multi_label_data_without_reading_labels
 
 def cli(workdir, *flags, timeout=300):
   return subprocess.run(
-      [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={workdir}', *flags],
-      cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={workdir}', *flags],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_cli_dry_run_prints_the_plan_and_a_mistake_is_one_message(tmp_path):
-  dry = cli(tmp_path / 'dry', '--dry_run', '--config.phases=({"name": "a"}, {"name": "b", '
-            '"shots": 5})')
+  dry = cli(
+    tmp_path / 'dry', '--dry_run', '--config.phases=({"name": "a"}, {"name": "b", "shots": 5})'
+  )
   assert dry.returncode == 0, dry.stderr
   lines = dry.stdout.splitlines()
   assert lines[0].split()[:3] == ['phase', 'data', 'examples']

@@ -23,9 +23,14 @@ import numpy as np
 from bit_jax import models, optim, steps
 from bit_jax import ops as ops_lib
 
-TIMM_NAMES = {'R50x1': 'resnetv2_50x1_bit', 'R50x3': 'resnetv2_50x3_bit',
-              'R101x1': 'resnetv2_101x1_bit', 'R101x3': 'resnetv2_101x3_bit',
-              'R152x2': 'resnetv2_152x2_bit', 'R152x4': 'resnetv2_152x4_bit'}
+TIMM_NAMES = {
+  'R50x1': 'resnetv2_50x1_bit',
+  'R50x3': 'resnetv2_50x3_bit',
+  'R101x1': 'resnetv2_101x1_bit',
+  'R101x3': 'resnetv2_101x3_bit',
+  'R152x2': 'resnetv2_152x2_bit',
+  'R152x4': 'resnetv2_152x4_bit',
+}
 
 
 def cpu_seconds() -> float:
@@ -77,9 +82,14 @@ def machine() -> dict:
       cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     pass
-  return {'cpu': cpu, 'cpus': usable_cpus(), 'backend': jax.default_backend(),
-          'device': str(jax.devices()[0].device_kind), 'jax': jax.__version__,
-          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  return {
+    'cpu': cpu,
+    'cpus': usable_cpus(),
+    'backend': jax.default_backend(),
+    'device': str(jax.devices()[0].device_kind),
+    'jax': jax.__version__,
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
 
 
 def compiled_flops(compiled) -> float | None:
@@ -97,8 +107,12 @@ def matmul_peak(dtype=jnp.float32, size: int = 2048, steps_: int = 10, warmup: i
   b = jax.random.normal(jax.random.PRNGKey(1), (size, size), dtype)
   dot = jax.jit(jnp.dot)
   timing = time_steps(lambda: dot(a, b).block_until_ready(), steps_, warmup)
-  return {'size': size, 'dtype': jnp.dtype(dtype).name, **timing,
-          'flops_per_s': 2 * size**3 / timing['step_s']}
+  return {
+    'size': size,
+    'dtype': jnp.dtype(dtype).name,
+    **timing,
+    'flops_per_s': 2 * size**3 / timing['step_s'],
+  }
 
 
 def _compile(jitted, *args):
@@ -109,33 +123,42 @@ def _compile(jitted, *args):
 
 def _result(batch_size, timing, compile_s=None, flops=None) -> dict:
   seconds = timing['step_s']
-  return {'batch_size': batch_size, **timing, 'images_per_s': batch_size / seconds,
-          'images_per_cpu_s': batch_size / timing['cpu_s'] if timing['cpu_s'] else None,
-          'compile_s': compile_s, 'flops_per_step': flops,
-          'flops_per_s': flops / seconds if flops else None,
-          'peak_host_mib': peak_host_mib(), 'peak_device_mib': peak_device_mib()}
+  return {
+    'batch_size': batch_size,
+    **timing,
+    'images_per_s': batch_size / seconds,
+    'images_per_cpu_s': batch_size / timing['cpu_s'] if timing['cpu_s'] else None,
+    'compile_s': compile_s,
+    'flops_per_step': flops,
+    'flops_per_s': flops / seconds if flops else None,
+    'peak_host_mib': peak_host_mib(),
+    'peak_device_mib': peak_device_mib(),
+  }
 
 
 def fake_batch(num_classes: int, batch_size: int, resolution: int) -> dict:
   """Images uniform in [-1, 1] (NHWC float32) and int labels; the same for every caller."""
   rng = np.random.default_rng(0)
-  return {'image': rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32),
-          'label': rng.integers(0, num_classes, batch_size).astype(np.int32)}
+  return {
+    'image': rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32),
+    'label': rng.integers(0, num_classes, batch_size).astype(np.int32),
+  }
 
 
 def init_params(model, resolution: int):
-  return jax.jit(model.init)(jax.random.PRNGKey(0),
-                             jnp.zeros((1, resolution, resolution, 3)))['params']
+  return jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, resolution, resolution, 3)))[
+    'params'
+  ]
 
 
-def bit_train(model, params, batch_size: int, resolution: int, steps_: int = 10,
-              warmup: int = 2) -> dict:
+def bit_train(
+  model, params, batch_size: int, resolution: int, steps_: int = 10, warmup: int = 2
+) -> dict:
   """The train step as `bit_jax.train` jits it on one device: `steps.make_train_step` with
   momentum SGD, the state donated, on a fixed random batch."""
-  params = jax.tree.map(jnp.copy, params)        # the step donates (deletes) what it is given
+  params = jax.tree.map(jnp.copy, params)  # the step donates (deletes) what it is given
   optimizer = optim.make_optimizer(params, momentum=0.9)
-  state = {'params': params, 'opt_state': optimizer.init(params),
-           'step': jnp.zeros((), jnp.int32)}
+  state = {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
   batch = jax.device_put(fake_batch(model.num_classes, batch_size, resolution))
   lr, rng = jnp.float32(1e-3), jax.random.PRNGKey(0)
   jitted = jax.jit(steps.make_train_step(model, optimizer), donate_argnums=0)
@@ -146,12 +169,12 @@ def bit_train(model, params, batch_size: int, resolution: int, steps_: int = 10,
     state, metrics = compiled(state, batch, lr, rng)
     jax.block_until_ready((state, metrics))
 
-  return _result(batch_size, time_steps(call, steps_, warmup), compile_s,
-                 compiled_flops(compiled))
+  return _result(batch_size, time_steps(call, steps_, warmup), compile_s, compiled_flops(compiled))
 
 
-def bit_inference(model, params, batch_size: int, resolution: int, steps_: int = 10,
-                  warmup: int = 2) -> dict:
+def bit_inference(
+  model, params, batch_size: int, resolution: int, steps_: int = 10, warmup: int = 2
+) -> dict:
   """Jitted `model.apply` (logits) on a fixed random batch."""
   images = jax.device_put(fake_batch(model.num_classes, batch_size, resolution)['image'])
   jitted = jax.jit(lambda p, x: model.apply({'params': p}, x))
@@ -160,15 +183,24 @@ def bit_inference(model, params, batch_size: int, resolution: int, steps_: int =
   return _result(batch_size, timing, compile_s, compiled_flops(compiled))
 
 
-def timm_train_and_inference(timm_name: str, num_classes: int, train_batch: int,
-                             inference_batch: int, resolution: int, dtype=jnp.float32,
-                             steps_: int = 10, warmup: int = 2) -> dict:
+def timm_train_and_inference(
+  timm_name: str,
+  num_classes: int,
+  train_batch: int,
+  inference_batch: int,
+  resolution: int,
+  dtype=jnp.float32,
+  steps_: int = 10,
+  warmup: int = 2,
+) -> dict:
   """timm's model on the same shapes and inputs, on the CPU with one torch thread per usable
   CPU (XLA uses them all): a momentum-SGD step on the cross-entropy, and eval-mode inference under
   `torch.no_grad`. bfloat16 runs under `torch.autocast`, float32 parameters as in bit_jax."""
   from timm_oracle import import_timm
+
   timm = import_timm()
   import torch
+
   torch.set_num_threads(usable_cpus())
   torch.manual_seed(0)
   model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
@@ -177,8 +209,10 @@ def timm_train_and_inference(timm_name: str, num_classes: int, train_batch: int,
 
   def batch(size):
     data = fake_batch(num_classes, size, resolution)
-    return (torch.from_numpy(data['image']).permute(0, 3, 1, 2).contiguous(),   # timm is NCHW
-            torch.from_numpy(data['label']).long())
+    return (
+      torch.from_numpy(data['image']).permute(0, 3, 1, 2).contiguous(),  # timm is NCHW
+      torch.from_numpy(data['label']).long(),
+    )
 
   images, labels = batch(train_batch)
   model.train()
@@ -199,23 +233,40 @@ def timm_train_and_inference(timm_name: str, num_classes: int, train_batch: int,
       model(images)
 
   inference = _result(inference_batch, time_steps(inference_call, steps_, warmup))
-  return {'model': timm_name, 'train': train, 'inference': inference,
-          'threads': torch.get_num_threads(), 'torch': torch.__version__,
-          'timm': timm.__version__}
+  return {
+    'model': timm_name,
+    'train': train,
+    'inference': inference,
+    'threads': torch.get_num_threads(),
+    'torch': torch.__version__,
+    'timm': timm.__version__,
+  }
 
 
 def _resolved_ops(ops: str) -> list[str]:
   """The ops.py implementations to time: 'both', or one choice ('auto' as it resolves here)."""
   if ops == 'both':
     return ['custom', 'plain']
-  return [ops if ops != 'auto' else
-          next(k for k, v in ops_lib.IMPLEMENTATIONS.items() if v is ops_lib.implementation())]
+  return [
+    ops
+    if ops != 'auto'
+    else next(k for k, v in ops_lib.IMPLEMENTATIONS.items() if v is ops_lib.implementation())
+  ]
 
 
-def run(name: str = 'R50x1', resolution: int = 128, train_batch: int = 8,
-        inference_batch: int = 32, dtype: str = 'float32', num_classes: int = 1000,
-        steps_: int = 10, warmup: int = 2, timm: bool = True, pipeline=None,
-        ops: str = 'auto') -> dict:
+def run(
+  name: str = 'R50x1',
+  resolution: int = 128,
+  train_batch: int = 8,
+  inference_batch: int = 32,
+  dtype: str = 'float32',
+  num_classes: int = 1000,
+  steps_: int = 10,
+  warmup: int = 2,
+  timm: bool = True,
+  pipeline=None,
+  ops: str = 'auto',
+) -> dict:
   """All measurements of one run, as a JSON-able dict. `pipeline(crop, batch_size)` measures
   the input pipeline (a dict with 'images_per_s' and 'setup'; FileNotFoundError or ValueError
   when it cannot run); None skips it. timm runs on the CPU backend, when it is installed.
@@ -224,29 +275,39 @@ def run(name: str = 'R50x1', resolution: int = 128, train_batch: int = 8,
   autodiff one."""
   jdtype = jnp.dtype(dtype).type
   implementations = _resolved_ops(ops)
-  results = {'machine': machine(),
-             'config': {'model': name, 'resolution': resolution, 'train_batch': train_batch,
-                        'inference_batch': inference_batch, 'dtype': dtype,
-                        'num_classes': num_classes, 'timed_steps': steps_, 'warmup': warmup,
-                        'ops': implementations}}
+  results = {
+    'machine': machine(),
+    'config': {
+      'model': name,
+      'resolution': resolution,
+      'train_batch': train_batch,
+      'inference_batch': inference_batch,
+      'dtype': dtype,
+      'num_classes': num_classes,
+      'timed_steps': steps_,
+      'warmup': warmup,
+      'ops': implementations,
+    },
+  }
   results['matmul_peak'] = matmul_peak(jdtype)
   for implementation in implementations:
     model = models.Architecture.from_name(name).model(num_classes, jdtype, ops=implementation)
     params = init_params(model, resolution)
     key = 'bit_jax' if implementation == implementations[0] else f'bit_jax_{implementation}'
     results[key] = {
-        'train': bit_train(model, params, train_batch, resolution, steps_, warmup),
-        'inference': bit_inference(model, params, inference_batch, resolution, steps_, warmup)}
+      'train': bit_train(model, params, train_batch, resolution, steps_, warmup),
+      'inference': bit_inference(model, params, inference_batch, resolution, steps_, warmup),
+    }
     for step in results[key].values():
       if step['flops_per_s']:
-        step['share_of_matmul_peak'] = (step['flops_per_s'] /
-                                        results['matmul_peak']['flops_per_s'])
-  results['timm'] = _timm_or_reason(timm, name, num_classes, train_batch, inference_batch,
-                                    resolution, jdtype, steps_, warmup)
+        step['share_of_matmul_peak'] = step['flops_per_s'] / results['matmul_peak']['flops_per_s']
+  results['timm'] = _timm_or_reason(
+    timm, name, num_classes, train_batch, inference_batch, resolution, jdtype, steps_, warmup
+  )
   if pipeline is not None:
     try:
       results['pipeline'] = pipeline(resolution, train_batch)
-    except (FileNotFoundError, ValueError) as e:     # no prepared data set: report, go on
+    except (FileNotFoundError, ValueError) as e:  # no prepared data set: report, go on
       results['pipeline'] = {'skipped': str(e).splitlines()[0]}
   results['ratios'] = ratios(results)
   return results
@@ -271,8 +332,9 @@ def ratios(results: dict) -> dict:
   for step in ('train', 'inference'):
     if step in timm:
       out[f'{step}_bit_jax_over_timm'] = bit[step]['images_per_s'] / timm[step]['images_per_s']
-      out[f'{step}_bit_jax_over_timm_per_cpu_s'] = (bit[step]['images_per_cpu_s']
-                                                    / timm[step]['images_per_cpu_s'])
+      out[f'{step}_bit_jax_over_timm_per_cpu_s'] = (
+        bit[step]['images_per_cpu_s'] / timm[step]['images_per_cpu_s']
+      )
   pipeline = results.get('pipeline', {})
   if 'images_per_s' in pipeline:
     out['pipeline_over_train_step'] = pipeline['images_per_s'] / bit['train']['images_per_s']
@@ -280,12 +342,18 @@ def ratios(results: dict) -> dict:
 
 
 COLUMNS = (  # header, key in a row, scale, format
-    ('batch', 'batch_size', 1, 'd'), ('images/s', 'images_per_s', 1, '.1f'),
-    ('bit_jax/timm', 'ratio', 1, '.2f'), ('images/CPU-s', 'images_per_cpu_s', 1, '.1f'),
-    ('bit_jax/timm by CPU-s', 'cpu_ratio', 1, '.2f'), ('compile s', 'compile_s', 1, '.1f'),
-    ('GFLOP/step', 'flops_per_step', 1e-9, '.1f'), ('GFLOP/s', 'flops_per_s', 1e-9, '.0f'),
-    ('of matmul peak', 'share_of_matmul_peak', 1, '.0%'),
-    ('peak host MiB', 'peak_host_mib', 1, '.0f'), ('peak device MiB', 'peak_device_mib', 1, '.0f'))
+  ('batch', 'batch_size', 1, 'd'),
+  ('images/s', 'images_per_s', 1, '.1f'),
+  ('bit_jax/timm', 'ratio', 1, '.2f'),
+  ('images/CPU-s', 'images_per_cpu_s', 1, '.1f'),
+  ('bit_jax/timm by CPU-s', 'cpu_ratio', 1, '.2f'),
+  ('compile s', 'compile_s', 1, '.1f'),
+  ('GFLOP/step', 'flops_per_step', 1e-9, '.1f'),
+  ('GFLOP/s', 'flops_per_s', 1e-9, '.0f'),
+  ('of matmul peak', 'share_of_matmul_peak', 1, '.0%'),
+  ('peak host MiB', 'peak_host_mib', 1, '.0f'),
+  ('peak device MiB', 'peak_device_mib', 1, '.0f'),
+)
 
 
 def markdown(results: dict) -> str:
@@ -293,12 +361,23 @@ def markdown(results: dict) -> str:
   config, machine_ = results['config'], results['machine']
   bit, timm, peak = results['bit_jax'], results.get('timm', {}), results['matmul_peak']
   first_ops = config.get('ops', ['auto'])[0]
-  rows = [(f'bit_jax {step} ({first_ops})',
-           {**bit[step], 'ratio': results['ratios'].get(f'{step}_bit_jax_over_timm'),
-            'cpu_ratio': results['ratios'].get(f'{step}_bit_jax_over_timm_per_cpu_s')})
-          for step in ('train', 'inference')]
-  rows += [(f'bit_jax {step} ({key.removeprefix("bit_jax_")})', results[key][step])
-           for key in results if key.startswith('bit_jax_') for step in ('train', 'inference')]
+  rows = [
+    (
+      f'bit_jax {step} ({first_ops})',
+      {
+        **bit[step],
+        'ratio': results['ratios'].get(f'{step}_bit_jax_over_timm'),
+        'cpu_ratio': results['ratios'].get(f'{step}_bit_jax_over_timm_per_cpu_s'),
+      },
+    )
+    for step in ('train', 'inference')
+  ]
+  rows += [
+    (f'bit_jax {step} ({key.removeprefix("bit_jax_")})', results[key][step])
+    for key in results
+    if key.startswith('bit_jax_')
+    for step in ('train', 'inference')
+  ]
   rows += [(f'timm {step}', timm[step]) for step in ('train', 'inference') if step in timm]
   pipeline = results.get('pipeline', {})
   if 'images_per_s' in pipeline:
@@ -308,22 +387,33 @@ def markdown(results: dict) -> str:
   def cell(value, scale, fmt):
     return format(value * scale, fmt) if isinstance(value, (int, float)) else str(value or '')
 
-  table = ['| measurement | ' + ' | '.join(c[0] for c in COLUMNS) + ' |',
-           '|---' * (len(COLUMNS) + 1) + '|']
-  table += ['| ' + ' | '.join([label] + [cell(r.get(key), scale, fmt)
-                                         for _, key, scale, fmt in COLUMNS]) + ' |'
-            for label, r in rows]
-  notes = [f'{config["model"]} {config["dtype"]} at {config["resolution"]} px on '
-           f'{machine_["cpu"]} ({machine_["cpus"]} CPUs, JAX on {machine_["backend"]}); '
-           f'medians over {config["timed_steps"]} timed steps after {config["warmup"]} warm-up.']
+  table = [
+    '| measurement | ' + ' | '.join(c[0] for c in COLUMNS) + ' |',
+    '|---' * (len(COLUMNS) + 1) + '|',
+  ]
+  table += [
+    '| '
+    + ' | '.join([label] + [cell(r.get(key), scale, fmt) for _, key, scale, fmt in COLUMNS])
+    + ' |'
+    for label, r in rows
+  ]
+  notes = [
+    f'{config["model"]} {config["dtype"]} at {config["resolution"]} px on '
+    f'{machine_["cpu"]} ({machine_["cpus"]} CPUs, JAX on {machine_["backend"]}); '
+    f'medians over {config["timed_steps"]} timed steps after {config["warmup"]} warm-up.'
+  ]
   if 'threads' in timm:
-    notes.append(f'timm {timm["timm"]} `{timm["model"]}` on torch {timm["torch"]} with '
-                 f'{timm["threads"]} threads.')
+    notes.append(
+      f'timm {timm["timm"]} `{timm["model"]}` on torch {timm["torch"]} with '
+      f'{timm["threads"]} threads.'
+    )
   for key in ('timm', 'pipeline'):
     if 'skipped' in results.get(key, {}):
       notes.append(f'{key}: skipped ({results[key]["skipped"]}).')
   if 'pipeline_over_train_step' in results['ratios']:
-    notes.append(f'The input pipeline alone delivers '
-                 f'{results["ratios"]["pipeline_over_train_step"]:.0f}x what the train step '
-                 f'consumes.')
+    notes.append(
+      f'The input pipeline alone delivers '
+      f'{results["ratios"]["pipeline_over_train_step"]:.0f}x what the train step '
+      f'consumes.'
+    )
   return '\n'.join(notes + [''] + table)

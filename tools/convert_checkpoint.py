@@ -16,7 +16,7 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -32,8 +32,9 @@ def architecture(arrays: Mapping[str, np.ndarray]) -> dict:
   return dict(name=arch.name, units=list(arch.units), width=arch.width, num_classes=num_classes)
 
 
-def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
-              overwrite: bool = False) -> dict:
+def write_any(
+  arrays: Mapping[str, np.ndarray], path, fmt: str | None = None, overwrite: bool = False
+) -> dict:
   """Write official-layout arrays as `fmt`; returns their architecture."""
   fmt = pretrained.detect_format(path, fmt)
   if os.path.lexists(path) and not overwrite:
@@ -45,34 +46,50 @@ def write_any(arrays: Mapping[str, np.ndarray], path, fmt: Optional[str] = None,
   params = pretrained.npz_to_params(arrays, model, keep_head=True)
   if fmt == 'orbax':
     import orbax.checkpoint as ocp
-    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(
-        os.path.join(path, '_CHECKPOINT_METADATA')):   # force=True would delete it
-      raise FileExistsError(f'{path} is a non-empty directory but not an orbax checkpoint; '
-                            f'refusing to replace it even with --overwrite. Pick a new path.')
+
+    if (
+      os.path.isdir(path)
+      and os.listdir(path)
+      and not os.path.exists(os.path.join(path, '_CHECKPOINT_METADATA'))
+    ):  # force=True would delete it
+      raise FileExistsError(
+        f'{path} is a non-empty directory but not an orbax checkpoint; '
+        f'refusing to replace it even with --overwrite. Pick a new path.'
+      )
     with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(os.path.abspath(path), {'params': params}, force=overwrite,
-                        custom_metadata={'bit_architecture': arch})
+      checkpointer.save(
+        os.path.abspath(path),
+        {'params': params},
+        force=overwrite,
+        custom_metadata={'bit_architecture': arch},
+      )
       checkpointer.wait_until_finished()
     return arch
   torch = pretrained.require_torch() if fmt == 'pth' else None
-  partial = f'{path}.part'                         # DST only ever appears complete
-  with open(partial, 'wb') as f:                   # a file object: np.savez adds no suffix
+  partial = f'{path}.part'  # DST only ever appears complete
+  with open(partial, 'wb') as f:  # a file object: np.savez adds no suffix
     if fmt == 'npz':
       np.savez(f, **arrays)
-    elif fmt == 'safetensors':   # contiguous: safetensors writes strided arrays scrambled
+    elif fmt == 'safetensors':  # contiguous: safetensors writes strided arrays scrambled
       from safetensors.numpy import save
-      f.write(save({k: np.ascontiguousarray(v)
-                    for k, v in pretrained.npz_to_timm(arrays).items()}))
+
+      f.write(save({k: np.ascontiguousarray(v) for k, v in pretrained.npz_to_timm(arrays).items()}))
     else:
-      torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
-                  for k, v in pretrained.npz_to_timm(arrays).items()}, f)
+      torch.save(
+        {
+          k: torch.from_numpy(np.ascontiguousarray(v))
+          for k, v in pretrained.npz_to_timm(arrays).items()
+        },
+        f,
+      )
   os.replace(partial, path)
   return arch
 
 
 def describe(arch: dict) -> str:
-  return f'ResNet-V2 {arch["name"]}, ' + (f'{arch["num_classes"]} classes'
-                                          if arch['num_classes'] else 'no head')
+  return f'ResNet-V2 {arch["name"]}, ' + (
+    f'{arch["num_classes"]} classes' if arch['num_classes'] else 'no head'
+  )
 
 
 def main(argv=None) -> int:
@@ -85,7 +102,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   src_format = pretrained.detect_format(args.src, args.src_format)
   dst_format = pretrained.detect_format(args.dst, args.dst_format)
-  if os.path.lexists(args.dst) and not args.overwrite:   # before the slow read
+  if os.path.lexists(args.dst) and not args.overwrite:  # before the slow read
     parser.error(f'{args.dst} already exists; pass --overwrite to replace it.')
   try:
     arrays = pretrained.read_any(args.src, src_format)
@@ -93,8 +110,10 @@ def main(argv=None) -> int:
   except (OSError, ValueError, ImportError) as e:
     print(f'convert_checkpoint: error: {e}', file=sys.stderr)
     return 1
-  print(f'{args.src} ({src_format}) -> {args.dst} ({dst_format}): {len(arrays)} arrays, '
-        f'{sum(v.size for v in arrays.values()):,} parameters, {describe(arch)}')
+  print(
+    f'{args.src} ({src_format}) -> {args.dst} ({dst_format}): {len(arrays)} arrays, '
+    f'{sum(v.size for v in arrays.values()):,} parameters, {describe(arch)}'
+  )
   return 0
 
 

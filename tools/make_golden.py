@@ -21,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from timm_oracle import import_timm  # noqa: E402  (tools/, beside this file)
 
 UNITS = (1, 1, 1, 1)
-ROOT = 32             # width 0.5: 64 * 0.5
+ROOT = 32  # width 0.5: 64 * 0.5
 NUM_CLASSES = 10
 IMAGE_SIZE = 64
 
@@ -31,8 +31,10 @@ def official_arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return (rng.normal(size=shape) + rng.normal(size=shape[-1])).astype(np.float32)
 
   def norm(prefix, c):
-    return {f'{prefix}/gamma': rng.uniform(0.5, 1.5, c).astype(np.float32),
-            f'{prefix}/beta': rng.normal(0, 0.3, c).astype(np.float32)}
+    return {
+      f'{prefix}/gamma': rng.uniform(0.5, 1.5, c).astype(np.float32),
+      f'{prefix}/beta': rng.normal(0, 0.3, c).astype(np.float32),
+    }
 
   arrays = {'resnet/root_block/standardized_conv2d/kernel': kernel(7, 7, 3, ROOT)}
   in_c = ROOT
@@ -51,7 +53,8 @@ def official_arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
       in_c = 4 * mid
   arrays.update(norm('resnet/group_norm', in_c))
   arrays['resnet/head/conv2d/kernel'] = rng.normal(0, 0.1, (1, 1, in_c, NUM_CLASSES)).astype(
-      np.float32)
+    np.float32
+  )
   arrays['resnet/head/conv2d/bias'] = rng.normal(0, 0.1, NUM_CLASSES).astype(np.float32)
   return arrays
 
@@ -62,22 +65,32 @@ def timm_outputs(npz_path, images_nhwc):
   from timm.layers import StdConv2d
   from timm.models import resnetv2
 
-  model = resnetv2.ResNetV2(layers=list(UNITS), channels=tuple(4 * ROOT * 2 ** i for i in range(4)),
-                            num_classes=NUM_CLASSES, stem_chs=ROOT, stem_type='fixed',
-                            conv_layer=functools.partial(StdConv2d, eps=1e-8)).eval()
+  model = resnetv2.ResNetV2(
+    layers=list(UNITS),
+    channels=tuple(4 * ROOT * 2**i for i in range(4)),
+    num_classes=NUM_CLASSES,
+    stem_chs=ROOT,
+    stem_type='fixed',
+    conv_layer=functools.partial(StdConv2d, eps=1e-8),
+  ).eval()
   resnetv2._load_weights(model, str(npz_path))
   del timm
   with torch.no_grad():
     x = torch.from_numpy(images_nhwc.transpose(0, 3, 1, 2).copy())
     features = model.forward_features(x)
-    return (model.forward_head(features).numpy(),
-            model.forward_head(features, pre_logits=True).numpy())
+    return (
+      model.forward_head(features).numpy(),
+      model.forward_head(features, pre_logits=True).numpy(),
+    )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--out', default=pathlib.Path(__file__).resolve().parents[1] /
-                      'tests' / 'data' / 'golden_bit_small.npz', type=pathlib.Path)
+  parser.add_argument(
+    '--out',
+    default=pathlib.Path(__file__).resolve().parents[1] / 'tests' / 'data' / 'golden_bit_small.npz',
+    type=pathlib.Path,
+  )
   parser.add_argument('--seed', default=0, type=int)
   args = parser.parse_args()
   rng = np.random.default_rng(args.seed)
@@ -88,8 +101,10 @@ def main():
   np.savez(checkpoint, **arrays)
   logits, pre_logits = timm_outputs(checkpoint, images)
   np.savez(args.out, images=images, logits=logits, pre_logits=pre_logits)
-  print(f'wrote {checkpoint} ({sum(a.size for a in arrays.values())} parameters) and {args.out}; '
-        f'logits range [{logits.min():.3f}, {logits.max():.3f}]')
+  print(
+    f'wrote {checkpoint} ({sum(a.size for a in arrays.values())} parameters) and {args.out}; '
+    f'logits range [{logits.min():.3f}, {logits.max():.3f}]'
+  )
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@ schemas exist. Defining the two schemas first lets timm import; nothing here cal
 
 import importlib
 
-_schemas = None   # keep the Library object alive: dropping it unregisters the schemas
+_schemas = None  # keep the Library object alive: dropping it unregisters the schemas
 
 
 def import_timm():
@@ -16,8 +16,9 @@ def import_timm():
   try:
     import torch
   except ImportError as e:
-    raise ImportError('timm parity needs torch and timm: pip install torch==2.13.0 && '
-                      'pip install -e ".[torch]"') from e
+    raise ImportError(
+      'timm parity needs torch and timm: pip install torch==2.13.0 && pip install -e ".[torch]"'
+    ) from e
   if _schemas is None:
     _schemas = torch.library.Library('torchvision', 'DEF')
     for op in ('nms', 'qnms'):

@@ -26,41 +26,85 @@ import ml_collections
 from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
-HEAD_ONLY = '^(?!head/)'      # every parameter but the head's
-SEEDS = 5                     # repeats of every target run (subset draw + training)
+HEAD_ONLY = '^(?!head/)'  # every parameter but the head's
+SEEDS = 5  # repeats of every target run (subset draw + training)
 
 SCALES = {
-    'full': dict(base=dict(model='R50x1', init='BiT-M-R50x1', checkpoint_every=1000),
-                 batches=(32, 64, 128, 256, 512), shots=500, num_classes=10, epochs=(5, 30),
-                 target={}, upstream_runs=()),
-    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
-                           init='{workdir}/upstream/final.npz', base_lr=0.08, log_every=20,
-                           checkpoint_every=100, keep_checkpoints=1),
-                 batches=(16, 32, 64, 128, 256), shots=100, num_classes=5, epochs=(3, 12),
-                 target=dict(classes=(5, 6, 7, 8, 9)),
-                 upstream_runs=(mini_upstream_run(),)),
+  'full': dict(
+    base=dict(model='R50x1', init='BiT-M-R50x1', checkpoint_every=1000),
+    batches=(32, 64, 128, 256, 512),
+    shots=500,
+    num_classes=10,
+    epochs=(5, 30),
+    target={},
+    upstream_runs=(),
+  ),
+  'mini': dict(
+    base=dict(
+      model='R14x0.5',
+      data_dir=SHARED_TFDS,
+      resize=36,
+      crop=32,
+      init='{workdir}/upstream/final.npz',
+      base_lr=0.08,
+      log_every=20,
+      checkpoint_every=100,
+      keep_checkpoints=1,
+    ),
+    batches=(16, 32, 64, 128, 256),
+    shots=100,
+    num_classes=5,
+    epochs=(3, 12),
+    target=dict(classes=(5, 6, 7, 8, 9)),
+    upstream_runs=(mini_upstream_run(),),
+  ),
 }
 
 
 def get_config(arg='full'):
   scale, base = study_scale(SCALES, arg)
-  base.update(val_fraction=0.1, lr_schedule='plateau', plateau_patience=2,
-              early_stopping_patience=3, lr_scaling='linear')
+  base.update(
+    val_fraction=0.1,
+    lr_schedule='plateau',
+    plateau_patience=2,
+    early_stopping_patience=3,
+    lr_scaling='linear',
+  )
   head_epochs, all_epochs = scale['epochs']
   runs = list(scale['upstream_runs'])
   for batch in scale['batches']:
     steps_per_epoch = math.ceil(scale['shots'] * scale['num_classes'] / batch)
-    runs.append(dict(
-        name=f'batch{batch}', batch_size=batch, shots=scale['shots'],
-        eval_every=steps_per_epoch, **scale['target'],
-        phases=(dict(name='head', freeze=HEAD_ONLY, epochs=head_epochs),
-                dict(name='all', freeze='', epochs=all_epochs))))
+    runs.append(
+      dict(
+        name=f'batch{batch}',
+        batch_size=batch,
+        shots=scale['shots'],
+        eval_every=steps_per_epoch,
+        **scale['target'],
+        phases=(
+          dict(name='head', freeze=HEAD_ONLY, epochs=head_epochs),
+          dict(name='all', freeze='', epochs=all_epochs),
+        ),
+      )
+    )
   # Each batch size minus the smallest: accuracy, and passes over the data until it stopped.
-  compare = tuple(dict(column='batch_size', a=batch, b=scale['batches'][0],
-                       y=('top1', 'compute_epochs')) for batch in scale['batches'][1:])
-  return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs), seeds=SEEDS,
-      report=dict(x='batch_size', log_x=True, y='top1', compare=compare,
-                  runs=tuple(r['name'] for r in runs if r['name'].startswith('batch')),
-                  xlabel='batch size (lr = base_lr * batch / 512)',
-                  title=f'Fine-tuning: head, then all, vs. batch size ({arg})')))
+  compare = tuple(
+    dict(column='batch_size', a=batch, b=scale['batches'][0], y=('top1', 'compute_epochs'))
+    for batch in scale['batches'][1:]
+  )
+  return ml_collections.ConfigDict(
+    dict(
+      base=base,
+      runs=tuple(runs),
+      seeds=SEEDS,
+      report=dict(
+        x='batch_size',
+        log_x=True,
+        y='top1',
+        compare=compare,
+        runs=tuple(r['name'] for r in runs if r['name'].startswith('batch')),
+        xlabel='batch size (lr = base_lr * batch / 512)',
+        title=f'Fine-tuning: head, then all, vs. batch size ({arg})',
+      ),
+    )
+  )

@@ -25,26 +25,44 @@ import ml_collections
 from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
-SHOTS = (1, 5, 10, 25, 100, None)      # None: the whole training set
-SEEDS = 5                              # repeats of every target run (subset draw + training)
+SHOTS = (1, 5, 10, 25, 100, None)  # None: the whole training set
+SEEDS = 5  # repeats of every target run (subset draw + training)
 
 SCALES = {
-    # Published checkpoints, HyperRule everything (resolution 160->128, 500 steps / 10k for
-    # the full 50k, batch 512, lr 0.003).
-    'full': dict(base=dict(model='R50x1', batch_size=512, checkpoint_every=1000),
-                 upstreams={'bit_s': ('BiT-S', 'BiT-S-R50x1'),
-                            'bit_m': ('BiT-M', 'BiT-M-R50x1')},
-                 order=('bit_m', 'bit_s', 'scratch'), target={}, upstream_runs=()),
-    # Two upstream runs of the sweep; 60-step HyperRule fine-tuning at 32 px.
-    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
-                           batch_size=64, base_lr=0.01, log_every=20, eval_every=0,
-                           checkpoint_every=100, keep_checkpoints=1),
-                 upstreams={'small': ('small (20%)', '{workdir}/upstream_small/final.npz'),
-                            'large': ('large (100%)', '{workdir}/upstream_large/final.npz')},
-                 order=('large', 'small', 'scratch'),
-                 target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
-                 upstream_runs=(mini_upstream_run('upstream_small', fraction=0.2),
-                                mini_upstream_run('upstream_large', fraction=1.0))),
+  # Published checkpoints, HyperRule everything (resolution 160->128, 500 steps / 10k for
+  # the full 50k, batch 512, lr 0.003).
+  'full': dict(
+    base=dict(model='R50x1', batch_size=512, checkpoint_every=1000),
+    upstreams={'bit_s': ('BiT-S', 'BiT-S-R50x1'), 'bit_m': ('BiT-M', 'BiT-M-R50x1')},
+    order=('bit_m', 'bit_s', 'scratch'),
+    target={},
+    upstream_runs=(),
+  ),
+  # Two upstream runs of the sweep; 60-step HyperRule fine-tuning at 32 px.
+  'mini': dict(
+    base=dict(
+      model='R14x0.5',
+      data_dir=SHARED_TFDS,
+      resize=36,
+      crop=32,
+      batch_size=64,
+      base_lr=0.01,
+      log_every=20,
+      eval_every=0,
+      checkpoint_every=100,
+      keep_checkpoints=1,
+    ),
+    upstreams={
+      'small': ('small (20%)', '{workdir}/upstream_small/final.npz'),
+      'large': ('large (100%)', '{workdir}/upstream_large/final.npz'),
+    },
+    order=('large', 'small', 'scratch'),
+    target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
+    upstream_runs=(
+      mini_upstream_run('upstream_small', fraction=0.2),
+      mini_upstream_run('upstream_large', fraction=1.0),
+    ),
+  ),
 }
 
 
@@ -57,14 +75,34 @@ def get_config(arg='full'):
   starts = {**scale['upstreams'], 'scratch': ('none (scratch)', 'scratch')}
   for prefix, (label, init) in starts.items():
     for shots in SHOTS:
-      runs.append(dict(name=f'{prefix}_{shots or "all"}', init=init, shots=shots,
-                       tags={'upstream': label}, **scale['target']))
+      runs.append(
+        dict(
+          name=f'{prefix}_{shots or "all"}',
+          init=init,
+          shots=shots,
+          tags={'upstream': label},
+          **scale['target'],
+        )
+      )
   # The larger upstream minus the smaller, and each minus scratch, at every target size.
   (larger, _), (smaller, _), (scratch, _) = (starts[k] for k in scale['order'])
-  compare = tuple(dict(column='upstream', a=a, b=b, by='per_class')
-                  for a, b in ((larger, smaller), (larger, scratch), (smaller, scratch)))
-  return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs), seeds=SEEDS,
-      report=dict(x='per_class', log_x=True, series='upstream', y='top1', compare=compare,
-                  xlabel='target training images per class',
-                  title=f'Fine-tuning vs. target images per class ({scale_name})')))
+  compare = tuple(
+    dict(column='upstream', a=a, b=b, by='per_class')
+    for a, b in ((larger, smaller), (larger, scratch), (smaller, scratch))
+  )
+  return ml_collections.ConfigDict(
+    dict(
+      base=base,
+      runs=tuple(runs),
+      seeds=SEEDS,
+      report=dict(
+        x='per_class',
+        log_x=True,
+        series='upstream',
+        y='top1',
+        compare=compare,
+        xlabel='target training images per class',
+        title=f'Fine-tuning vs. target images per class ({scale_name})',
+      ),
+    )
+  )

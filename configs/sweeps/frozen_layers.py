@@ -22,22 +22,44 @@ import ml_collections
 from bit_jax.defaults import mini_upstream_run, study_scale
 
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
-SEEDS = 5                              # repeats of every target run (subset draw + training)
+SEEDS = 5  # repeats of every target run (subset draw + training)
 # (run name prefix, tag: what is frozen, start from the upstream?, freeze regex)
 FROZEN = [('scratch', 'scratch', False, ''), ('tune_all', 'none', True, '')] + [
-    (f'freeze{l}', 'root+1' if l == 1 else f'root+1-{l}', True,
-     '|'.join(['root_block'] + [f'block{s}' for s in range(1, l + 1)])) for l in range(1, 5)]
+  (
+    f'freeze{depth}',
+    'root+1' if depth == 1 else f'root+1-{depth}',
+    True,
+    '|'.join(['root_block'] + [f'block{s}' for s in range(1, depth + 1)]),
+  )
+  for depth in range(1, 5)
+]
 
 SCALES = {
-    'full': dict(base=dict(model='R50x1', batch_size=512, checkpoint_every=1000),
-                 upstream='BiT-M-R50x1', per_class=(50, 100, 250, 500), target={},
-                 upstream_runs=()),
-    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
-                           batch_size=64, base_lr=0.01, log_every=20, eval_every=0,
-                           checkpoint_every=100, keep_checkpoints=1),
-                 upstream='{workdir}/upstream/final.npz', per_class=(25, 250),
-                 target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
-                 upstream_runs=(mini_upstream_run(),)),
+  'full': dict(
+    base=dict(model='R50x1', batch_size=512, checkpoint_every=1000),
+    upstream='BiT-M-R50x1',
+    per_class=(50, 100, 250, 500),
+    target={},
+    upstream_runs=(),
+  ),
+  'mini': dict(
+    base=dict(
+      model='R14x0.5',
+      data_dir=SHARED_TFDS,
+      resize=36,
+      crop=32,
+      batch_size=64,
+      base_lr=0.01,
+      log_every=20,
+      eval_every=0,
+      checkpoint_every=100,
+      keep_checkpoints=1,
+    ),
+    upstream='{workdir}/upstream/final.npz',
+    per_class=(25, 250),
+    target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
+    upstream_runs=(mini_upstream_run(),),
+  ),
 }
 
 
@@ -46,14 +68,34 @@ def get_config(arg='full'):
   runs = list(scale['upstream_runs'])
   for shots in scale['per_class']:
     for prefix, tag, pretrained, freeze in FROZEN:
-      runs.append(dict(name=f'{prefix}_{shots}', shots=shots, freeze=freeze,
-                       init=scale['upstream'] if pretrained else 'scratch',
-                       tags={'frozen': tag}, **scale['target']))
+      runs.append(
+        dict(
+          name=f'{prefix}_{shots}',
+          shots=shots,
+          freeze=freeze,
+          init=scale['upstream'] if pretrained else 'scratch',
+          tags={'frozen': tag},
+          **scale['target'],
+        )
+      )
   # Each choice minus fine-tuning everything, at every target size.
-  compare = tuple(dict(column='frozen', a=tag, b='none', by='per_class')
-                  for _, tag, _, _ in FROZEN if tag != 'none')
-  return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs), seeds=SEEDS,
-      report=dict(x='frozen', series='per_class', y='top1', compare=compare,
-                  xlabel='frozen during fine-tuning (root block + stages)',
-                  title=f'Frozen stages vs. images per class ({arg})')))
+  compare = tuple(
+    dict(column='frozen', a=tag, b='none', by='per_class')
+    for _, tag, _, _ in FROZEN
+    if tag != 'none'
+  )
+  return ml_collections.ConfigDict(
+    dict(
+      base=base,
+      runs=tuple(runs),
+      seeds=SEEDS,
+      report=dict(
+        x='frozen',
+        series='per_class',
+        y='top1',
+        compare=compare,
+        xlabel='frozen during fine-tuning (root block + stages)',
+        title=f'Frozen stages vs. images per class ({arg})',
+      ),
+    )
+  )

@@ -32,8 +32,8 @@ from bit_jax.defaults import mini_upstream_run, study_scale
 SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 NAMES = ('A', 'B', 'C', 'D', 'O')
-MULTIPLES = (1, 2, 3, 4, 1)          # batch of each phase in units of b
-SEEDS = 5                            # repeats of both runs (subset draw + training)
+MULTIPLES = (1, 2, 3, 4, 1)  # batch of each phase in units of b
+SEEDS = 5  # repeats of both runs (subset draw + training)
 
 
 def prasad_learning_rate(lam: float, base_batch: int, multiple: int, outer: bool) -> float:
@@ -44,39 +44,84 @@ def prasad_learning_rate(lam: float, base_batch: int, multiple: int, outer: bool
 
 
 SCALES = {
-    'full': dict(base=dict(model='R50x1', init='BiT-M-R50x1', checkpoint_every=1000),
-                 b=128, lr=0.003 * 128 / 512, phase_epochs=10, eval_examples=10_000,
-                 target={}, upstream_runs=()),
-    'mini': dict(base=dict(model='R14x0.5', data_dir=SHARED_TFDS, resize=36, crop=32,
-                           init='{workdir}/upstream/final.npz', log_every=20,
-                           checkpoint_every=100, keep_checkpoints=1),
-                 b=32, lr=0.01, phase_epochs=4, eval_examples=1000,
-                 target=dict(classes=(5, 6, 7, 8, 9)),
-                 upstream_runs=(mini_upstream_run(),)),
+  'full': dict(
+    base=dict(model='R50x1', init='BiT-M-R50x1', checkpoint_every=1000),
+    b=128,
+    lr=0.003 * 128 / 512,
+    phase_epochs=10,
+    eval_examples=10_000,
+    target={},
+    upstream_runs=(),
+  ),
+  'mini': dict(
+    base=dict(
+      model='R14x0.5',
+      data_dir=SHARED_TFDS,
+      resize=36,
+      crop=32,
+      init='{workdir}/upstream/final.npz',
+      log_every=20,
+      checkpoint_every=100,
+      keep_checkpoints=1,
+    ),
+    b=32,
+    lr=0.01,
+    phase_epochs=4,
+    eval_examples=1000,
+    target=dict(classes=(5, 6, 7, 8, 9)),
+    upstream_runs=(mini_upstream_run(),),
+  ),
 }
 
 
 def get_config(arg='full'):
   scale, base = study_scale(SCALES, arg)
   b, lam = scale['b'], scale['lr'] * scale['b']
-  base.update(val_fraction=0.1, lr_schedule='plateau', plateau_patience=1,
-              early_stopping_patience=2, eval_every=max(1, round(scale['eval_examples'] / b)))
+  base.update(
+    val_fraction=0.1,
+    lr_schedule='plateau',
+    plateau_patience=1,
+    early_stopping_patience=2,
+    eval_every=max(1, round(scale['eval_examples'] / b)),
+  )
   phases = []
   for index, (name, fraction, multiple) in enumerate(zip(NAMES, FRACTIONS, MULTIPLES)):
     batch = multiple * b
-    phases.append(dict(
-        name=name, fraction=fraction, batch_size=batch, epochs=scale['phase_epochs'],
+    phases.append(
+      dict(
+        name=name,
+        fraction=fraction,
+        batch_size=batch,
+        epochs=scale['phase_epochs'],
         lr=prasad_learning_rate(lam, b, multiple, outer=index in (0, len(NAMES) - 1)),
-        eval_every=max(1, round(scale['eval_examples'] / batch))))
+        eval_every=max(1, round(scale['eval_examples'] / batch)),
+      )
+    )
   runs = list(scale['upstream_runs'])
   runs.append(dict(name='stepwise', phases=tuple(phases), **scale['target']))
-  runs.append(dict(name='baseline', batch_size=b, lr=lam / b,
-                   epochs=scale['phase_epochs'] * sum(FRACTIONS), **scale['target']))
-  return ml_collections.ConfigDict(dict(
-      base=base, runs=tuple(runs), seeds=SEEDS,
-      report=dict(x='examples_seen', y='top1', series='name', points='evals',
-                  compare=(dict(column='name', a='stepwise', b='baseline',
-                                y=('top1', 'examples_seen')),),
-                  xlabel='examples processed (stepwise: A, B, C, D, then O)',
-                  runs=('stepwise', 'baseline'),
-                  title=f'Stepwise growth A..O vs. one run on O ({arg})')))
+  runs.append(
+    dict(
+      name='baseline',
+      batch_size=b,
+      lr=lam / b,
+      epochs=scale['phase_epochs'] * sum(FRACTIONS),
+      **scale['target'],
+    )
+  )
+  return ml_collections.ConfigDict(
+    dict(
+      base=base,
+      runs=tuple(runs),
+      seeds=SEEDS,
+      report=dict(
+        x='examples_seen',
+        y='top1',
+        series='name',
+        points='evals',
+        compare=(dict(column='name', a='stepwise', b='baseline', y=('top1', 'examples_seen')),),
+        xlabel='examples processed (stepwise: A, B, C, D, then O)',
+        runs=('stepwise', 'baseline'),
+        title=f'Stepwise growth A..O vs. one run on O ({arg})',
+      ),
+    )
+  )

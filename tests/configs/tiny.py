@@ -1,6 +1,6 @@
 """A seconds-long run for tests: R14x0.5 from scratch on 3 digit classes at 16 px.
 
-    python -m bit_jax.train --config=tests/configs/tiny.py --workdir=/tmp/tiny
+python -m bit_jax.train --config=tests/configs/tiny.py --workdir=/tmp/tiny
 """
 
 from bit_jax.defaults import base_config
