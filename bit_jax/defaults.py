@@ -6,6 +6,8 @@ phase's own data); `--dry_run` prints the resolved values and `<workdir>/phases.
 them.
 """
 
+from pathlib import Path
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -81,6 +83,37 @@ def base_config() -> ml_collections.ConfigDict:
   # Per-phase overrides of any field above (plus 'name'); () is one phase.
   c.phases = ()
   return c
+
+
+# The studies' CPU miniatures read the real CIFAR-10 subset beside the repository (see
+# ../shared/data/README.md); the full-scale studies read TFDS as usual.
+SHARED_TFDS = str(Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds')
+
+
+# Repeats of every study run but the upstreams: each a different subset draw and training seed.
+STUDY_SEEDS = 5
+
+
+def study_config(base, runs, report: dict) -> ml_collections.ConfigDict:
+  """A study's sweep config (see bit_jax/sweep.py): its runs, repeated STUDY_SEEDS times."""
+  return ml_collections.ConfigDict(
+    dict(base=base, runs=tuple(runs), seeds=STUDY_SEEDS, report=report)
+  )
+
+
+def mini_base(**study) -> dict:
+  """The settings every study miniature shares (R14x0.5 on the CIFAR-10 subset at 32 px,
+  logging and checkpoints for a few hundred steps), with the study's own on top."""
+  return dict(
+    model='R14x0.5',
+    data_dir=SHARED_TFDS,
+    resize=36,
+    crop=32,
+    log_every=20,
+    checkpoint_every=100,
+    keep_checkpoints=1,
+    **study,
+  )
 
 
 def mini_upstream_run(name: str = 'upstream', **overrides) -> dict:

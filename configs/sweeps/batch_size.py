@@ -19,15 +19,10 @@ phases table of results.md shows where early stopping ended each phase.
 """
 
 import math
-from pathlib import Path
 
-import ml_collections
+from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
 
-from bit_jax.defaults import mini_upstream_run, study_scale
-
-SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 HEAD_ONLY = '^(?!head/)'  # every parameter but the head's
-SEEDS = 5  # repeats of every target run (subset draw + training)
 
 SCALES = {
   'full': dict(
@@ -40,17 +35,7 @@ SCALES = {
     upstream_runs=(),
   ),
   'mini': dict(
-    base=dict(
-      model='R14x0.5',
-      data_dir=SHARED_TFDS,
-      resize=36,
-      crop=32,
-      init='{workdir}/upstream/final.npz',
-      base_lr=0.08,
-      log_every=20,
-      checkpoint_every=100,
-      keep_checkpoints=1,
-    ),
+    base=mini_base(init='{workdir}/upstream/final.npz', base_lr=0.08),
     batches=(16, 32, 64, 128, 256),
     shots=100,
     num_classes=5,
@@ -92,19 +77,16 @@ def get_config(arg='full'):
     dict(column='batch_size', a=batch, b=scale['batches'][0], y=('top1', 'compute_epochs'))
     for batch in scale['batches'][1:]
   )
-  return ml_collections.ConfigDict(
+  return study_config(
+    base,
+    runs,
     dict(
-      base=base,
-      runs=tuple(runs),
-      seeds=SEEDS,
-      report=dict(
-        x='batch_size',
-        log_x=True,
-        y='top1',
-        compare=compare,
-        runs=tuple(r['name'] for r in runs if r['name'].startswith('batch')),
-        xlabel='batch size (lr = base_lr * batch / 512)',
-        title=f'Fine-tuning: head, then all, vs. batch size ({arg})',
-      ),
-    )
+      x='batch_size',
+      log_x=True,
+      y='top1',
+      compare=compare,
+      runs=tuple(r['name'] for r in runs if r['name'].startswith('batch')),
+      xlabel='batch size (lr = base_lr * batch / 512)',
+      title=f'Fine-tuning: head, then all, vs. batch size ({arg})',
+    ),
   )

@@ -18,15 +18,9 @@ one line per run and ends with `20 runs: <workdir>/results.md, <workdir>/dataset
 .png`; the plot has test top-1 against images per class, one line per upstream.
 """
 
-from pathlib import Path
+from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
 
-import ml_collections
-
-from bit_jax.defaults import mini_upstream_run, study_scale
-
-SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 SHOTS = (1, 5, 10, 25, 100, None)  # None: the whole training set
-SEEDS = 5  # repeats of every target run (subset draw + training)
 
 SCALES = {
   # Published checkpoints, HyperRule everything (resolution 160->128, 500 steps / 10k for
@@ -40,18 +34,7 @@ SCALES = {
   ),
   # Two upstream runs of the sweep; 60-step HyperRule fine-tuning at 32 px.
   'mini': dict(
-    base=dict(
-      model='R14x0.5',
-      data_dir=SHARED_TFDS,
-      resize=36,
-      crop=32,
-      batch_size=64,
-      base_lr=0.01,
-      log_every=20,
-      eval_every=0,
-      checkpoint_every=100,
-      keep_checkpoints=1,
-    ),
+    base=mini_base(batch_size=64, base_lr=0.01, eval_every=0),
     upstreams={
       'small': ('small (20%)', '{workdir}/upstream_small/final.npz'),
       'large': ('large (100%)', '{workdir}/upstream_large/final.npz'),
@@ -90,19 +73,16 @@ def get_config(arg='full'):
     dict(column='upstream', a=a, b=b, by='per_class')
     for a, b in ((larger, smaller), (larger, scratch), (smaller, scratch))
   )
-  return ml_collections.ConfigDict(
+  return study_config(
+    base,
+    runs,
     dict(
-      base=base,
-      runs=tuple(runs),
-      seeds=SEEDS,
-      report=dict(
-        x='per_class',
-        log_x=True,
-        series='upstream',
-        y='top1',
-        compare=compare,
-        xlabel='target training images per class',
-        title=f'Fine-tuning vs. target images per class ({scale_name})',
-      ),
-    )
+      x='per_class',
+      log_x=True,
+      series='upstream',
+      y='top1',
+      compare=compare,
+      xlabel='target training images per class',
+      title=f'Fine-tuning vs. target images per class ({scale_name})',
+    ),
   )

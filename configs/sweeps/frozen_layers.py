@@ -15,14 +15,8 @@ l=4 stages leaves the final GroupNorm and the head to train. It ends with `13 ru
 one line per target-set size.
 """
 
-from pathlib import Path
+from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
 
-import ml_collections
-
-from bit_jax.defaults import mini_upstream_run, study_scale
-
-SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
-SEEDS = 5  # repeats of every target run (subset draw + training)
 # (run name prefix, tag: what is frozen, start from the upstream?, freeze regex)
 FROZEN = [('scratch', 'scratch', False, ''), ('tune_all', 'none', True, '')] + [
   (
@@ -43,18 +37,7 @@ SCALES = {
     upstream_runs=(),
   ),
   'mini': dict(
-    base=dict(
-      model='R14x0.5',
-      data_dir=SHARED_TFDS,
-      resize=36,
-      crop=32,
-      batch_size=64,
-      base_lr=0.01,
-      log_every=20,
-      eval_every=0,
-      checkpoint_every=100,
-      keep_checkpoints=1,
-    ),
+    base=mini_base(batch_size=64, base_lr=0.01, eval_every=0),
     upstream='{workdir}/upstream/final.npz',
     per_class=(25, 250),
     target=dict(classes=(5, 6, 7, 8, 9), total_steps=60),
@@ -84,18 +67,15 @@ def get_config(arg='full'):
     for _, tag, _, _ in FROZEN
     if tag != 'none'
   )
-  return ml_collections.ConfigDict(
+  return study_config(
+    base,
+    runs,
     dict(
-      base=base,
-      runs=tuple(runs),
-      seeds=SEEDS,
-      report=dict(
-        x='frozen',
-        series='per_class',
-        y='top1',
-        compare=compare,
-        xlabel='frozen during fine-tuning (root block + stages)',
-        title=f'Frozen stages vs. images per class ({arg})',
-      ),
-    )
+      x='frozen',
+      series='per_class',
+      y='top1',
+      compare=compare,
+      xlabel='frozen during fine-tuning (root block + stages)',
+      title=f'Frozen stages vs. images per class ({arg})',
+    ),
   )

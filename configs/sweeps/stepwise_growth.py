@@ -23,17 +23,11 @@ with `3 runs: <workdir>/results.md, <workdir>/stepwise_growth.png`: test top-1 a
 evaluation against the examples processed so far (evals.csv).
 """
 
-from pathlib import Path
+from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
 
-import ml_collections
-
-from bit_jax.defaults import mini_upstream_run, study_scale
-
-SHARED_TFDS = str(Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'tfds')
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 NAMES = ('A', 'B', 'C', 'D', 'O')
 MULTIPLES = (1, 2, 3, 4, 1)  # batch of each phase in units of b
-SEEDS = 5  # repeats of both runs (subset draw + training)
 
 
 def prasad_learning_rate(lam: float, base_batch: int, multiple: int, outer: bool) -> float:
@@ -54,16 +48,7 @@ SCALES = {
     upstream_runs=(),
   ),
   'mini': dict(
-    base=dict(
-      model='R14x0.5',
-      data_dir=SHARED_TFDS,
-      resize=36,
-      crop=32,
-      init='{workdir}/upstream/final.npz',
-      log_every=20,
-      checkpoint_every=100,
-      keep_checkpoints=1,
-    ),
+    base=mini_base(init='{workdir}/upstream/final.npz'),
     b=32,
     lr=0.01,
     phase_epochs=4,
@@ -108,20 +93,17 @@ def get_config(arg='full'):
       **scale['target'],
     )
   )
-  return ml_collections.ConfigDict(
+  return study_config(
+    base,
+    runs,
     dict(
-      base=base,
-      runs=tuple(runs),
-      seeds=SEEDS,
-      report=dict(
-        x='examples_seen',
-        y='top1',
-        series='name',
-        points='evals',
-        compare=(dict(column='name', a='stepwise', b='baseline', y=('top1', 'examples_seen')),),
-        xlabel='examples processed (stepwise: A, B, C, D, then O)',
-        runs=('stepwise', 'baseline'),
-        title=f'Stepwise growth A..O vs. one run on O ({arg})',
-      ),
-    )
+      x='examples_seen',
+      y='top1',
+      series='name',
+      points='evals',
+      compare=(dict(column='name', a='stepwise', b='baseline', y=('top1', 'examples_seen')),),
+      xlabel='examples processed (stepwise: A, B, C, D, then O)',
+      runs=('stepwise', 'baseline'),
+      title=f'Stepwise growth A..O vs. one run on O ({arg})',
+    ),
   )
