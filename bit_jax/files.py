@@ -23,6 +23,7 @@ def write_atomic(path, content) -> None:
   path = epath.Path(path)
   temporary = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, str):
       temporary.write_text(content)
     else:

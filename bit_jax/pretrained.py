@@ -121,7 +121,7 @@ FORMATS = ('npz', 'pth', 'safetensors', 'orbax')
 def detect_format(path, forced: str | None = None) -> str:
   """`forced` if given, else from the name: .npz, .pth/.pt, .safetensors, anything else an
   orbax directory."""
-  suffix = Path(path).suffix.lower()
+  suffix = os.path.splitext(os.fspath(path))[1].lower()
   return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth', '.safetensors': 'safetensors'}.get(
     suffix, 'orbax'
   )

@@ -181,13 +181,22 @@ def compare(rows, spec) -> list[dict]:
 
 
 def _interval(row, metric, scale=1.0):
-  """'55.1 [52.0, 58.2]' (mean and 95% interval), or the mean alone for one repeat."""
+  """'55.1 [52.0, 58.2]' (mean and 95% interval), or the mean alone where it does not vary."""
   mean, low, high = (_number(row.get(f'{metric}_{k}')) for k in ('mean', 'ci_low', 'ci_high'))
   if mean is None:
     return ''
-  if low is None:
+  if low is None or low == high:
     return f'{mean * scale:.3g}'
   return f'{mean * scale:.3g} [{low * scale:.3g}, {high * scale:.3g}]'
+
+
+def _points(value: float, y: str) -> float:
+  return 100 * value if y.startswith('top') else value
+
+
+def _filled(rows, columns) -> list[str]:
+  """The columns that hold a value in some row (a study's many unset fields left out)."""
+  return [c for c in columns if any(_cell(r.get(c)) for r in rows)]
 
 
 # --- the plot ------------------------------------------------------------------------------
@@ -272,13 +281,27 @@ def plot_name(title):
 # --- everything a sweep writes -------------------------------------------------------------
 
 
+def _comparison_row(c: dict) -> dict:
+  if c['ci_low'] is None:
+    interval = ''
+  else:
+    interval = f'[{_points(c["ci_low"], c["y"]):+.3g}, {_points(c["ci_high"], c["y"]):+.3g}]'
+  verdict = {None: '', True: 'significant', False: 'not significant'}[c['significant']]
+  return {
+    **c,
+    'difference': f'{_points(c["mean"], c["y"]):+.3g}',
+    'interval': interval,
+    'verdict': verdict,
+  }
+
+
 def _markdown(name, report, rows, columns, summary, summary_columns, comparisons, phase_rows):
   y = report.get('y', 'top1')
   shown = [c for c in summary_columns if c in columns and c not in MEASURED] + ['per_class', 'n']
   table = [
     {
       **{c: s.get(c) for c in shown},
-      **{m: _interval(s, m, 100 if m.startswith('top') else 1) for m in (y, 'examples_seen')},
+      **{m: _interval(s, m, _points(1, m)) for m in (y, 'examples_seen')},
     }
     for s in summary
   ]
@@ -287,40 +310,24 @@ def _markdown(name, report, rows, columns, summary, summary_columns, comparisons
     '',
     f"Mean over the n repeats of each run and its 95% interval (Student's t); {y} in %.",
     '',
-    markdown_table(table, shown + [y, 'examples_seen']),
+    markdown_table(table, _filled(table, shown + [y, 'examples_seen'])),
   ]
   if comparisons:
-    rows_ = [
-      {
-        **c,
-        'difference': f'{100 * c["mean"]:+.3g}'
-        if c['y'].startswith('top')
-        else f'{c["mean"]:+.4g}',
-        'interval': ''
-        if c['ci_low'] is None
-        else f'[{c["ci_low"] * (100 if c["y"].startswith("top") else 1):+.3g}, '
-        f'{c["ci_high"] * (100 if c["y"].startswith("top") else 1):+.3g}]',
-        'verdict': ''
-        if c['significant'] is None
-        else ('significant' if c['significant'] else 'not significant'),
-      }
-      for c in comparisons
-    ]
+    compared = [_comparison_row(c) for c in comparisons]
+    headers = ['y', 'a', 'b', 'at', 'n', 'difference', 'interval', 'p_value', 'verdict']
     text += [
       '',
       '## Paired differences (a - b, same subsets and seeds; top-1 in points)',
       '',
-      markdown_table(
-        rows_, ['y', 'a', 'b', 'at', 'n', 'difference', 'interval', 'p_value', 'verdict']
-      ),
+      markdown_table(compared, _filled(compared, headers)),
     ]
-  text += ['', '## Every repeat', '', markdown_table(rows, columns)]
+  text += ['', '## Every repeat', '', markdown_table(rows, _filled(rows, columns))]
   if any(r['phase'] != 'phase0' for r in phase_rows):
     text += [
       '',
       '## Phases (examples_seen is cumulative within a run)',
       '',
-      markdown_table(phase_rows, PHASE_COLUMNS),
+      markdown_table(phase_rows, _filled(phase_rows, PHASE_COLUMNS)),
     ]
   return '\n'.join(text) + '\n'
 
