@@ -207,3 +207,20 @@ def test_image_folder_reads_nested_images_and_refuses_empty_class_folders(image_
   (root / 'train/yak').mkdir()
   with pytest.raises(ValueError, match='yak hold none'):
     data_sources.image_folder_source(root, 'train')
+
+
+def test_skip_corrupt_is_a_config_field_that_reaches_the_folder(image_folder):
+  from test_train import tiny_config
+
+  from bit_jax import plan
+  from bit_jax.errors import ConfigError
+
+  root, _ = image_folder
+  (root / 'train/cat/zz_truncated.png').write_bytes((root / 'train/cat/b.png').read_bytes()[:40])
+  config = tiny_config(dataset=f'folder:{root}', classes=None, batch_size=8)
+  with pytest.raises(ConfigError, match='--config.skip_corrupt=True'):
+    plan.resolve(config)
+  config.skip_corrupt = True
+  [phase] = plan.resolve(config).phases
+  assert [Path(f).name for f in phase.data.train.skipped_files] == ['zz_truncated.png']
+  assert phase.settings.num_examples == 4

@@ -121,19 +121,20 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_the_rerun_resumes(tmp_path,
 
 
 def test_sweep_stops_between_runs_on_request_and_continues(tmp_path):
-  from test_sweep import tiny_sweep
+  import ml_collections
 
-  with pytest.raises(Stopped, match='before .*grow; rerun'):
+  base = tiny_config(total_steps=1, eval_every=0, checkpoint_every=0, keep_checkpoints=1)
+  two_runs = ml_collections.ConfigDict(
+    dict(base=base, runs=(dict(name='a'), dict(name='b')), report=dict(x='name'))
+  )
+  with pytest.raises(Stopped, match='before .*b; rerun'):
     sweep.run_sweep(
-      tiny_sweep(),
-      tmp_path,
-      'tiny',
-      stop=StopWhen((tmp_path / 'head_only' / 'results.json').exists),
+      two_runs, tmp_path, 'two', stop=StopWhen((tmp_path / 'a' / 'results.json').exists)
     )
-  assert (tmp_path / 'head_only' / 'results.json').exists()
-  assert not (tmp_path / 'grow').exists()
-  rows = sweep.run_sweep(tiny_sweep(), tmp_path, 'tiny')
-  assert [r['name'] for r in rows] == ['head_only', 'grow', 'again']
+  assert (tmp_path / 'a' / 'results.json').exists()
+  assert not (tmp_path / 'b').exists()
+  rows = sweep.run_sweep(two_runs, tmp_path, 'two')
+  assert [r['name'] for r in rows] == ['a', 'b']
 
 
 def test_sigterm_handler_is_restored_when_a_run_returns(tmp_path):
@@ -241,17 +242,30 @@ def wrong_root(tmp_path):
 
 CONFIG_MISTAKES = [  # flags, words the one-line message must hold
   (['--config.batchsize=3'], ["Unknown config field 'batchsize'", 'batch_size']),
-  (['--config.batch_size=0'], ['batch_size=0 (expected an integer >= 1)']),
-  (['--config.log_every=0'], ['log_every=0 (expected an integer >= 1)']),
-  (['--config.lr=-1'], ['lr=-1.0 (expected a number in (0, inf))']),
-  (
-    ['--config.total_steps=-5', '--config.checkpoint_every=-1'],
-    ['total_steps=-5', 'checkpoint_every=-1'],
+  (  # every field's type and range is checked, and all problems are listed at once
+    [
+      '--config.batch_size=0',
+      '--config.log_every=0',
+      '--config.lr=-1',
+      '--config.total_steps=-5',
+      '--config.checkpoint_every=-1',
+      '--config.freeze=block1(',
+      '--config.dtype=float16',
+      '--config.lr_schedule=cosine',
+      '--config.preprocess=random',
+    ],
+    [
+      'batch_size=0 (expected an integer >= 1)',
+      'log_every=0 (expected an integer >= 1)',
+      'lr=-1.0 (expected a number in (0, inf))',
+      'total_steps=-5',
+      'checkpoint_every=-1',
+      "freeze='block1(' (not a regular expression",
+      "dtype='float16' (expected one of ('float32', 'bfloat16'))",
+      "lr_schedule='cosine'",
+      "preprocess='random'",
+    ],
   ),
-  (['--config.freeze=block1('], ["freeze='block1(' (not a regular expression"]),
-  (['--config.dtype=float16'], ["dtype='float16' (expected one of ('float32', 'bfloat16'))"]),
-  (['--config.lr_schedule=cosine'], ["lr_schedule='cosine'"]),
-  (['--config.preprocess=random'], ["preprocess='random'"]),
   (['--config.dataset=cifar1O'], ["Unknown dataset 'cifar1O'", 'close: cifar10']),
   (['--config.init={corrupt}'], ['cannot use init', 'corrupt.npz', 'npz']),
   (

@@ -102,17 +102,23 @@ def wait_for_checkpoint(workdir, proc, timeout=240):
 LONGER = ('--config.total_steps=40', '--config.eval_every=0', '--config.log_every=4')
 
 
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  """The reference: the LONGER run, never stopped (checkpoint settings do not change it)."""
+  workdir = tmp_path_factory.mktemp('reference')
+  reference = command(workdir, *LONGER)
+  assert reference.wait(300) == 0, reference.stdout.read()
+  return workdir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('how', [signal.SIGKILL, signal.SIGTERM])
-def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
+def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how, uninterrupted):
   # kill -9 with a save every step and only one checkpoint kept: the kill most likely lands
   # while a checkpoint is being written, the window where the newest one must not be lost.
   flags = LONGER + (
     ('--config.keep_checkpoints=1', '--config.checkpoint_every=1') if how == signal.SIGKILL else ()
   )
-  reference = command(tmp_path / 'reference', *flags)
-  assert reference.wait(300) == 0, reference.stdout.read()
-
   interrupted = command(tmp_path / 'run', *flags)
   wait_for_checkpoint(tmp_path / 'run', interrupted)
   interrupted.send_signal(how)
@@ -125,10 +131,10 @@ def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how):
   assert resumed.returncode == 0 and 'Resuming from' in output, output
   resumed_at = int(output.split('(step ')[1].split(':')[0])
 
-  expected = json.loads((tmp_path / 'reference' / 'results.json').read_text())
+  expected = json.loads((uninterrupted / 'results.json').read_text())
   got = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert got['final'] == expected['final'] and got['steps'] == expected['steps'] == 40
-  reference_losses, resumed_losses = losses(tmp_path / 'reference'), losses(tmp_path / 'run')
+  reference_losses, resumed_losses = losses(uninterrupted), losses(tmp_path / 'run')
   # Logged losses are means over the steps since the previous log line; compare the windows
   # that do not straddle the restart (SIGTERM also logs the partial window it stopped in).
   log_every = 4
