@@ -19,6 +19,7 @@ pre-logit features when `num_classes` is None); `return_intermediates=True` retu
 """
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -298,6 +299,18 @@ class Architecture:
       param_dtype=param_dtype,
       ops=ops,
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _traced_param_shapes(model: ResNetV2) -> dict:
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+
+
+def param_shapes(model: ResNetV2) -> dict:
+  """The model's parameter tree as `jax.ShapeDtypeStruct`s (the input size does not change
+  them), a fresh tree for each caller. Tracing a model's init takes about a second; a run asks
+  for it from several places, so the trace is cached per model."""
+  return jax.tree.map(lambda s: s, _traced_param_shapes(model))
 
 
 def create_model(name: str, num_classes: int | None = None, dtype: Dtype = jnp.float32):

@@ -306,9 +306,8 @@ def _architecture_and_head(s, previous: Phase | None) -> tuple[models.Architectu
 def _freeze_note(s, model) -> str | None:
   if not s.freeze:
     return None
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
   try:
-    mask = jax.tree.leaves(optim.frozen_mask(shapes['params'], s.freeze))
+    mask = jax.tree.leaves(optim.frozen_mask(models.param_shapes(model), s.freeze))
   except ValueError as e:
     raise ConfigError(str(e)) from None
   if all(mask):

@@ -18,7 +18,6 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
@@ -244,10 +243,8 @@ def describe(name_or_path) -> tuple[models.Architecture, int | None]:
 
 
 def _param_shapes(model: models.ResNetV2) -> dict[str, tuple[int, ...]]:
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
-  return {
-    '/'.join(p): tuple(s.shape) for p, s in traverse_util.flatten_dict(shapes['params']).items()
-  }
+  shapes = models.param_shapes(model)
+  return {'/'.join(p): tuple(s.shape) for p, s in traverse_util.flatten_dict(shapes).items()}
 
 
 def _fits(stored, target) -> bool:

@@ -23,7 +23,17 @@ import ml_collections
 import numpy as np
 
 from bit_jax import evaluators as evaluators_lib
-from bit_jax import fields, files, input_pipeline, metrics, optim, pretrained, subsets, weights
+from bit_jax import (
+  fields,
+  files,
+  input_pipeline,
+  metrics,
+  models,
+  optim,
+  pretrained,
+  subsets,
+  weights,
+)
 from bit_jax import plan as plan_lib
 from bit_jax.checkpoint import Checkpoints
 from bit_jax.errors import ConfigError, Stopped
@@ -248,12 +258,11 @@ def _starting_state(phase: Phase, previous_params, run_state, resume, services):
   """(optimizer, train state on the devices, run state) where `phase` starts or resumes."""
   s, parallel = phase.settings, services.parallel
   model = phase.model()
-  param_shapes = train_state_shapes(model, None, s.crop)['params']
   optimizer = optim.make_optimizer(
-    param_shapes, momentum=s.momentum, weight_decay=s.weight_decay, freeze=s.freeze
+    models.param_shapes(model), momentum=s.momentum, weight_decay=s.weight_decay, freeze=s.freeze
   )
   if resume is not None:
-    saved = services.checkpoints.restore(resume, train_state_shapes(model, optimizer, s.crop))
+    saved = services.checkpoints.restore(resume, train_state_shapes(model, optimizer))
     return optimizer, parallel.replicate(saved), run_state
   run_state = dataclasses.replace(
     run_state, phase=phase.index, phase_step=0, phase_done=False, plateau=None

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from etils import epath
 
+from bit_jax import models
+
 
 @dataclasses.dataclass(frozen=True)
 class RunState:
@@ -60,12 +62,6 @@ def new_train_state(params, optimizer) -> dict:
   return {'params': params, 'opt_state': optimizer.init(params), 'step': jnp.zeros((), jnp.int32)}
 
 
-def train_state_shapes(model, optimizer, crop: int) -> dict:
-  """The train state's shapes and dtypes, without computing anything (for restoring); only
-  'params' without an optimizer."""
-
-  def build():
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, crop, crop, 3)))['params']
-    return {'params': params} if optimizer is None else new_train_state(params, optimizer)
-
-  return jax.eval_shape(build)
+def train_state_shapes(model, optimizer) -> dict:
+  """The train state's shapes and dtypes, without computing anything (for restoring)."""
+  return jax.eval_shape(lambda p: new_train_state(p, optimizer), models.param_shapes(model))

@@ -4,14 +4,13 @@ one head rule the plan resolved (`head`: 'reset' gives a fresh zero head, 'keep'
 import jax
 import jax.numpy as jnp
 
-from bit_jax import pretrained
+from bit_jax import models, pretrained
 from bit_jax.errors import ConfigError
 from bit_jax.plan import Phase
 
 
-def _zero_head(model, crop: int) -> dict:
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, crop, crop, 3)))
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['params']['head'])
+def _zero_head(model) -> dict:
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), models.param_shapes(model)['head'])
 
 
 def initial_params(phase: Phase, previous_params: dict | None) -> dict:
@@ -25,7 +24,7 @@ def initial_params(phase: Phase, previous_params: dict | None) -> dict:
   if s.init == 'previous':
     params = dict(previous_params)
     if s.head == 'reset':
-      params['head'] = _zero_head(model, s.crop)
+      params['head'] = _zero_head(model)
     return params
   try:
     _, params = pretrained.load_pretrained(
