@@ -160,11 +160,18 @@ def compare(rows, spec) -> list[dict]:
   for at in at_values:
 
     def side(value):
-      return {
-        _cell(r['seed_index']): r
-        for r in rows
-        if _cell(r.get(column)) == value and (by is None or _cell(r.get(by)) == at)
-      }
+      matched = {}
+      for r in rows:
+        if _cell(r.get(column)) == value and (by is None or _cell(r.get(by)) == at):
+          seed = _cell(r['seed_index'])
+          if seed in matched and matched[seed]['name'] != r['name']:
+            # Pairing would pick one of them silently; the spec has to say which run it means.
+            raise ValueError(
+              f'compare: {column}={value} names more than one run ({matched[seed]["name"]!r},'
+              f' {r["name"]!r}); compare a tag that only the compared runs carry'
+            )
+          matched[seed] = r
+      return matched
 
     left, right = side(a), side(b)
     seeds = sorted(set(left) & set(right), key=lambda s: _number(s) or 0)

@@ -247,6 +247,17 @@ def test_paired_differences_from_a_results_csv_match_a_hand_computation(tmp_path
   assert at_5['mean'] == 0 and not at_5['significant']  # identical: no difference
 
 
+def test_a_comparison_that_matches_two_runs_on_one_side_is_refused():
+  # The upstream run has a batch size too: pairing 'batch_size 64' with it would be wrong.
+  rows = [
+    dict(name='upstream', seed_index=0, batch_size=64, top1=0.5),
+    dict(name='batch16', seed_index=0, batch_size=16, top1=0.6),
+    dict(name='batch64', seed_index=0, batch_size=64, top1=0.61),
+  ]
+  with pytest.raises(ValueError, match="'upstream', 'batch64'"):
+    report.compare(rows, dict(column='batch_size', a=64, b=16))
+
+
 def test_a_sweep_with_seeds_repeats_every_run_and_reports_intervals(tmp_path):
   import tiny_sweep
   from scipy import stats as scipy_stats

@@ -64,6 +64,7 @@ def get_config(arg='full'):
         name=f'batch{batch}',
         batch_size=batch,
         shots=scale['shots'],
+        tags={'batch': batch},
         eval_every=steps_per_epoch,
         **scale['target'],
         phases=(
@@ -73,15 +74,16 @@ def get_config(arg='full'):
       )
     )
   # Each batch size minus the smallest: accuracy, and passes over the data until it stopped.
+  # By tag, not by `batch_size`: the upstream run has a batch size too.
   compare = tuple(
-    dict(column='batch_size', a=batch, b=scale['batches'][0], y=('top1', 'compute_epochs'))
+    dict(column='batch', a=batch, b=scale['batches'][0], y=('top1', 'compute_epochs'))
     for batch in scale['batches'][1:]
   )
   return study_config(
     base,
     runs,
     dict(
-      x='batch_size',
+      x='batch',
       log_x=True,
       y='top1',
       compare=compare,
