@@ -12,10 +12,6 @@ import optax
 from flax import traverse_util
 
 
-def parameter_paths(params) -> list[str]:
-  return ['/'.join(path) for path in traverse_util.flatten_dict(params)]
-
-
 def frozen_mask(params, freeze: str):
   """Tree of bools: True where the '/'-joined path (e.g. 'block1/unit01/conv1/kernel') matches
   the regex `freeze` (searched, so 'root_block|block1' freezes the root and stage 1)."""
@@ -23,9 +19,12 @@ def frozen_mask(params, freeze: str):
   flat = traverse_util.flatten_dict(params)
   mask = {path: bool(pattern and pattern.search('/'.join(path))) for path in flat}
   if pattern and not any(mask.values()):
+    # Every top-level name: the first few paths of a jitted init's (sorted) tree would
+    # never show 'root_block'.
+    tops = ', '.join(sorted({path[0] for path in flat}))
     raise ValueError(
-      f'freeze={freeze!r} matches no parameter. Paths look like: '
-      f'{", ".join(parameter_paths(params)[:4])}, ..., head/kernel.'
+      f'freeze={freeze!r} matches no parameter. Paths start with {tops} '
+      f'(e.g. {"/".join(next(iter(flat)))}).'
     )
   return traverse_util.unflatten_dict(mask)
 

@@ -214,15 +214,35 @@ def cli(*flags, workdir, config=TINY, module='bit_jax.train', timeout=300):
 
 
 def test_two_processes_on_one_workdir_exactly_one_trains(tmp_path):
-  flags = ('--config.total_steps=200', '--config.eval_every=0', '--config.log_every=50')
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    done = list(pool.map(lambda _: cli(*flags, workdir=tmp_path), range(2)))
-  codes = sorted(p.returncode for p in done)
-  refused = [p for p in done if p.returncode == 1]
-  assert codes == [0, 1], [p.stderr[-2000:] for p in done]
-  assert 'is in use by pid' in refused[0].stderr or 'just taken' in refused[0].stderr
-  assert 'Traceback' not in refused[0].stderr
-  assert json.loads((tmp_path / 'results.json').read_text())['steps'] == 200
+  # Both start at once; the one that takes the lock trains (a run far longer than the test)
+  # until the other has been refused, then is stopped as a preemption would stop it.
+  flags = ('--config.total_steps=100000', '--config.eval_every=0', '--config.log_every=50')
+  command = [sys.executable, '-m', 'bit_jax.train', f'--config={TINY}', f'--workdir={tmp_path}']
+  procs = [
+    subprocess.Popen([*command, *flags], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    for _ in range(2)
+  ]
+  try:
+    deadline = time.time() + 300
+    while all(p.poll() is None for p in procs):
+      assert time.time() < deadline, 'neither process ended'
+      time.sleep(0.2)
+    [refused] = [p for p in procs if p.poll() is not None]
+    [trainer] = [p for p in procs if p is not refused]
+    refusal = refused.communicate()[1]
+    while not [p for p in (tmp_path / 'checkpoints').glob('*') if p.name.isdigit()]:
+      assert trainer.poll() is None and time.time() < deadline, 'the trainer saved nothing'
+      time.sleep(0.2)
+    trainer.send_signal(signal.SIGTERM)
+    output = trainer.communicate(timeout=300)[1]
+  finally:
+    for p in procs:
+      p.kill()
+  assert refused.returncode == 1, refusal[-2000:]
+  assert 'is in use by pid' in refusal or 'just taken' in refusal
+  assert 'Traceback' not in refusal
+  assert trainer.returncode == 0 and 'Stopped on request' in output, output[-2000:]
+  assert not (tmp_path / 'results.json').exists()
   assert not (tmp_path / '.lock').exists()
 
 

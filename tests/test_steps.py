@@ -16,7 +16,7 @@ def setup(freeze='', num_classes=3, batch=16, seed=0, dtype=jnp.float32):
   rng = np.random.default_rng(seed)
   images = rng.uniform(-1, 1, (batch, 16, 16, 3)).astype(dtype)
   labels = rng.integers(0, num_classes, batch).astype(np.int32)
-  params = model.init(jax.random.PRNGKey(seed), images[:1])['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(seed), images[:1])['params']
   # A non-zero head, so every layer gets gradients from the first step.
   params['head']['kernel'] = jnp.asarray(rng.normal(0, 0.1, params['head']['kernel'].shape), dtype)
   optimizer = optim.make_optimizer(params, momentum=0.9, freeze=freeze)
@@ -98,7 +98,7 @@ def test_eval_step_counts_top1_top5_under_mask():
   model = models.ResNetV2(depth=14, width=0.5, num_classes=7)
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (12, 16, 16, 3)).astype(np.float32)
-  params = model.init(jax.random.PRNGKey(0), images[:1])['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])['params']
   params['head']['kernel'] = jnp.asarray(
     rng.normal(0, 1, params['head']['kernel'].shape), jnp.float32
   )
@@ -107,7 +107,7 @@ def test_eval_step_counts_top1_top5_under_mask():
   out = jax.jit(steps.make_eval_step(model))(
     params, {'image': images, 'label': labels, 'mask': mask}
   )
-  logits = np.asarray(model.apply({'params': params}, images))
+  logits = np.asarray(jax.jit(model.apply)({'params': params}, images))
   order = np.argsort(-logits, axis=1)
   assert out['count'] == 9
   assert out['top1'] == np.sum((order[:, 0] == labels) & mask)

@@ -102,41 +102,33 @@ def wait_for_checkpoint(workdir, proc, timeout=240):
 LONGER = ('--config.total_steps=40', '--config.eval_every=0', '--config.log_every=4')
 
 
-@pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
-  """The reference: the LONGER run, never stopped (checkpoint settings do not change it)."""
-  workdir = tmp_path_factory.mktemp('reference')
-  reference = command(workdir, *LONGER)
-  assert reference.wait(300) == 0, reference.stdout.read()
-  return workdir
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize('how', [signal.SIGKILL, signal.SIGTERM])
-def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path, how, uninterrupted):
+def test_interrupted_run_finishes_like_an_uninterrupted_one(tmp_path):
   # kill -9 with a save every step and only one checkpoint kept: the kill most likely lands
   # while a checkpoint is being written, the window where the newest one must not be lost.
-  flags = LONGER + (
-    ('--config.keep_checkpoints=1', '--config.checkpoint_every=1') if how == signal.SIGKILL else ()
-  )
+  # (SIGTERM's stop-save-resume ends bit-identical too: test_gcs.py, on a bucket.)
+  # The reference, the same run never stopped, trains beside it (checkpoint settings do not
+  # change a run).
+  uninterrupted = tmp_path / 'reference'
+  reference = command(uninterrupted, *LONGER)
+  flags = LONGER + ('--config.keep_checkpoints=1', '--config.checkpoint_every=1')
   interrupted = command(tmp_path / 'run', *flags)
   wait_for_checkpoint(tmp_path / 'run', interrupted)
-  interrupted.send_signal(how)
-  output = interrupted.communicate(timeout=120)[0]
+  interrupted.send_signal(signal.SIGKILL)
+  interrupted.communicate(timeout=120)
   assert not (tmp_path / 'run' / 'results.json').exists(), 'finished before the signal'
-  if how == signal.SIGTERM:
-    assert interrupted.returncode == 0 and 'Stopped on request' in output, output
   resumed = command(tmp_path / 'run', *flags)
   output = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0 and 'Resuming from' in output, output
   resumed_at = int(output.split('(step ')[1].split(':')[0])
+  assert reference.wait(300) == 0, reference.stdout.read()
 
   expected = json.loads((uninterrupted / 'results.json').read_text())
   got = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert got['final'] == expected['final'] and got['steps'] == expected['steps'] == 40
   reference_losses, resumed_losses = losses(uninterrupted), losses(tmp_path / 'run')
   # Logged losses are means over the steps since the previous log line; compare the windows
-  # that do not straddle the restart (SIGTERM also logs the partial window it stopped in).
+  # that do not straddle the restart.
   log_every = 4
   comparable = [
     step
@@ -161,7 +153,6 @@ def test_two_processes_match_one_process(tmp_path):
   single = command(
     tmp_path / 'one', *flags, env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
   )
-  assert single.wait(300) == 0, single.stdout.read()
   address = f'127.0.0.1:{free_port()}'
   procs = [
     command(
@@ -180,6 +171,7 @@ def test_two_processes_match_one_process(tmp_path):
     for p in procs:
       p.kill()
   assert all(p.returncode == 0 for p in procs), outputs
+  assert single.wait(300) == 0, single.stdout.read()
   one, two = losses(tmp_path / 'one'), losses(tmp_path / 'two')
   assert sorted(one) == sorted(two)
   np.testing.assert_allclose(
@@ -190,24 +182,25 @@ def test_two_processes_match_one_process(tmp_path):
   assert a['test_examples'] == b['test_examples'] and abs(a['test_top1'] - b['test_top1']) < 0.02
 
 
-@pytest.mark.slow
 def test_small_bit_learns_real_cifar10(tmp_path, shared_tfds):
+  # The scratch run of the dataset-size miniature (docs/studies.md): from scratch on CIFAR-10
+  # classes 5-9, 60 HyperRule steps of 64. Its five seeds scored 42.4-46.5% (chance: 20%).
   config = tiny_config(
     dataset='cifar10',
     data_dir=str(shared_tfds),
-    classes=None,
+    classes=(5, 6, 7, 8, 9),
     resize=36,
     crop=32,
     batch_size=64,
-    lr=0.05,
-    total_steps=300,
+    lr=0.01,
+    total_steps=60,
     eval_every=0,
     checkpoint_every=0,
-    log_every=50,
+    log_every=20,
   )
   results = run.run(config, tmp_path)
-  assert results['final']['test_examples'] == 1017
-  assert results['final']['test_top1'] > 0.3, results  # chance is 0.1
+  assert results['final']['test_examples'] == 523
+  assert results['final']['test_top1'] > 0.3, results
 
 
 def test_carried_weights_get_a_fresh_head_for_a_new_task(tmp_path):
