@@ -7,15 +7,17 @@ the full training set of CIFAR-10:
     python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py \
         --workdir=/tmp/dataset_size                      # full scale (TPU-sized; add ,cifar100)
     python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:mini \
-        --workdir=/tmp/dataset_size_mini                 # 5-10 min on 2 CPU cores
+        --workdir=/tmp/dataset_size_mini                 # ~55 min on 2 CPU cores
 
 The miniature has no published checkpoints offline, so its two upstreams are two runs of the
 sweep itself: R14x0.5 trained from scratch on CIFAR-10 classes 0-4, on 20% ('small') or 100%
 ('large', 5x more) of their training images, for the same number of steps. Every target run
 then fine-tunes on classes 5-9 at 32 px, with the HyperRule schedule shortened to 60 steps of
-64 (as the HyperRule gives every target set below 20k images the same 500 steps). It prints
-one line per run and ends with `20 runs: <workdir>/results.md, <workdir>/dataset_size_upstream
-.png`; the plot has test top-1 against images per class, one line per upstream.
+64 (as the HyperRule gives every target set below 20k images the same 500 steps), each
+repeated with 5 seeds. It prints one line per training and ends with `92 runs finished:
+<workdir>/results.md, <workdir>/dataset_size_upstream.png`; the plot has the mean test top-1
+and its 95% interval against images per class, one line per upstream; results.md's paired
+differences say where an upstream's edge is significant (docs/studies.md has the numbers).
 """
 
 from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale

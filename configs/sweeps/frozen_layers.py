@@ -6,13 +6,13 @@ images per class. Full scale: BiT-M-R50x1 on CIFAR-10 with the HyperRule, 50-500
 
     python -m bit_jax.sweep --config=configs/sweeps/frozen_layers.py --workdir=/tmp/frozen
     python -m bit_jax.sweep --config=configs/sweeps/frozen_layers.py:mini \
-        --workdir=/tmp/frozen_mini                        # ~5 min on 2 CPU cores
+        --workdir=/tmp/frozen_mini                        # ~25 min on 2 CPU cores
 
 The miniature pre-trains R14x0.5 from scratch on CIFAR-10 classes 0-4 (its 'upstream' run) and
-transfers to classes 5-9 with 25 and 250 images per class, 60 steps of 64 at 32 px. Freezing
-l=4 stages leaves the final GroupNorm and the head to train. It ends with `13 runs:
-<workdir>/results.md, <workdir>/frozen_layers.png`; the plot has test top-1 for each choice,
-one line per target-set size.
+transfers to classes 5-9 with 25 and 250 images per class, 60 steps of 64 at 32 px, each
+with 5 seeds. Freezing l=4 stages leaves the final GroupNorm and the head to train. It ends
+with `61 runs finished: <workdir>/results.md, <workdir>/frozen_layers.png`; the plot has the
+mean test top-1 and its 95% interval for each choice, one line per target-set size.
 """
 
 from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
