@@ -24,7 +24,8 @@ results.md and `<name>.png`.
 
 Report config (`report` in a sweep config): `x`, `y` (default 'top1'), `series` (a column
 whose values are the lines), `log_x`, `title`, `xlabel`, `points` ('runs', the default: the
-summary; 'phases' or 'evals': the rows of phases.csv/evals.csv of seed 0), `runs` (the names
+summary, mean and 95% interval; 'phases' or 'evals': the rows of phases.csv/evals.csv, one
+thin line per seed), `runs` (the names
 to plot; default all) and `compare`. Non-numeric x values are categories.
 """
 
@@ -231,10 +232,22 @@ def lines_of(rows, x, y, series=None):
 
 
 def plot(
-  rows, path, *, x, y='top1', series=None, log_x=False, title='', xlabel=None, interval=None
+  rows,
+  path,
+  *,
+  x,
+  y='top1',
+  series=None,
+  log_x=False,
+  title='',
+  xlabel=None,
+  interval=None,
+  repeats=None,
 ):
   """One line per value of `series` (or one line), y against x; with `interval` (a metric of
-  summary rows) y is its mean and the error bars its 95% interval."""
+  summary rows) y is its mean and the error bars its 95% interval. With `repeats` (a column,
+  e.g. 'seed_index') each series draws one thin line per repeat, in the series' colour: curves
+  whose x differs between repeats (evaluations until early stopping) have no mean to draw."""
   y_column = f'{interval}_mean' if interval else y
   lines, categories = lines_of(rows, x, y_column, series)
   if not lines:
@@ -255,6 +268,20 @@ def plot(
         [0 if hi is None else hi - yv for yv, hi in zip(ys, high)],
       ]
       ax.errorbar(xs, ys, yerr=err, fmt='o-', capsize=3, label=label)
+    elif repeats:
+      colour = None
+      for k in dict.fromkeys(_cell(p[2].get(repeats)) for p in points):
+        mine = [p for p in points if _cell(p[2].get(repeats)) == k]
+        (line,) = ax.plot(
+          [p[0] for p in mine],
+          [p[1] for p in mine],
+          '.-',
+          color=colour,
+          linewidth=1,
+          alpha=0.7,
+          label=label if colour is None else None,
+        )
+        colour = line.get_color()
     else:
       ax.plot(xs, ys, 'o-', label=label)
   if categories:
@@ -269,7 +296,9 @@ def plot(
   label = (interval or y).replace('_', ' ') + (
     ' (test)' if (interval or y).startswith('top') else ''
   )
-  ax.set_ylabel(label + (', mean and 95% interval' if interval else ''))
+  ax.set_ylabel(
+    label + (', mean and 95% interval' if interval else ', one line per seed' if repeats else '')
+  )
   ax.set_title(title, fontsize=10)
   ax.grid(True, alpha=0.3, which='both')
   if series or len(lines) > 1:
@@ -359,7 +388,6 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
     {k: _cell(v) for k, v in r.items()}
     for r in source
     if r['name'] in report.get('runs', [r['name']])
-    and (points == 'runs' or r.get('seed_index') == 0)
   ]
   y, series = report.get('y', 'top1'), report.get('series')
   interval = y if points == 'runs' else None
@@ -373,6 +401,7 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
       log_x=report.get('log_x', False),
       title=report.get('title', name),
       xlabel=report.get('xlabel'),
+      repeats=None if points == 'runs' else 'seed_index',
       interval=interval,
     )
 

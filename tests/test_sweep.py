@@ -247,6 +247,24 @@ def test_paired_differences_from_a_results_csv_match_a_hand_computation(tmp_path
   assert at_5['mean'] == 0 and not at_5['significant']  # identical: no difference
 
 
+def test_an_evaluation_curve_plot_draws_every_seed_in_its_series_colour(tmp_path, monkeypatch):
+  figures = []
+  monkeypatch.setattr(report.plt, 'close', figures.append)
+  rows = [
+    dict(name=name, seed_index=k, examples_seen=e * (k + 1), top1=0.5 + 0.01 * e)
+    for name in ('stepwise', 'baseline')
+    for k in range(3)
+    for e in range(1, 4)
+  ]
+  report.plot(rows, tmp_path / 'curves.png', x='examples_seen', series='name', repeats='seed_index')
+  assert (tmp_path / 'curves.png').stat().st_size > 0
+  [axes] = figures[0].axes
+  lines = axes.get_lines()
+  assert len(lines) == 6 and all(len(line.get_xdata()) == 3 for line in lines)
+  assert len({line.get_color() for line in lines}) == 2  # one colour per series
+  assert [t.get_text() for t in axes.get_legend().get_texts()] == ['stepwise', 'baseline']
+
+
 def test_a_comparison_that_matches_two_runs_on_one_side_is_refused():
   # The upstream run has a batch size too: pairing 'batch_size 64' with it would be wrong.
   rows = [

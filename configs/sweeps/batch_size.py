@@ -8,14 +8,15 @@ of the training images), evaluated once an epoch:
 
     python -m bit_jax.sweep --config=configs/sweeps/batch_size.py --workdir=/tmp/batch
     python -m bit_jax.sweep --config=configs/sweeps/batch_size.py:mini \
-        --workdir=/tmp/batch_mini                         # ~5 min on 2 CPU cores
+        --workdir=/tmp/batch_mini                         # ~25 min on 2 CPU cores
 
 Full scale: BiT-M-R50x1 on 500 CIFAR-10 images per class at the HyperRule resolution, batch
 32..512, at most 5 + 30 epochs. The miniature pre-trains R14x0.5 on CIFAR-10 classes 0-4 (its
 'upstream' run), then fine-tunes on 100 images per class of classes 5-9 at 32 px with batch
-16..256 (the training set is 500 images), at most 3 + 12 epochs. It ends with `6 runs:
-<workdir>/results.md, <workdir>/batch_size.png`: test top-1 against the batch size; the
-phases table of results.md shows where early stopping ended each phase.
+16..256 (the training set is 500 images), at most 3 + 12 epochs, each with 5 seeds. It ends
+with `26 runs finished: <workdir>/results.md, <workdir>/batch_size.png`: mean test top-1 and
+its 95% interval against the batch size; results.md pairs every batch size with the smallest,
+and its phases table shows where early stopping ended each phase.
 """
 
 import math

@@ -13,14 +13,15 @@ claimed ~40% saving.
 
     python -m bit_jax.sweep --config=configs/sweeps/stepwise_growth.py --workdir=/tmp/growth
     python -m bit_jax.sweep --config=configs/sweeps/stepwise_growth.py:mini \
-        --workdir=/tmp/growth_mini                        # ~5 min on 2 CPU cores
+        --workdir=/tmp/growth_mini                        # ~25 min on 2 CPU cores
 
 Full scale: BiT-M-R50x1 on CIFAR-10 at the HyperRule resolution, b = 128, λ/b = 0.003 x 128/512
 (BiT's lr scaled linearly to batch 128), at most 10 epochs a phase (30 for the baseline). The miniature pre-trains
 R14x0.5 on CIFAR-10 classes 0-4 (its 'upstream' run), then grows a training set of classes
-5-9 at 32 px with b = 32, λ/b = 0.01, at most 4 epochs a phase (12 for the baseline). It ends
-with `3 runs: <workdir>/results.md, <workdir>/stepwise_growth.png`: test top-1 at every
-evaluation against the examples processed so far (evals.csv).
+5-9 at 32 px with b = 32, λ/b = 0.01, at most 4 epochs a phase (12 for the baseline), each
+run with 5 seeds. It ends with `11 runs finished: <workdir>/results.md,
+<workdir>/stepwise_growth.png`: test top-1 at every evaluation against the examples processed
+so far (evals.csv); results.md pairs stepwise with baseline, seed by seed.
 """
 
 from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
