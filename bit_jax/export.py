@@ -18,6 +18,10 @@ graph protobuf. The StableHLO is lowered for `--platforms` (default cpu and cuda
 serve there), and loading it needs TensorFlow only.
 """
 
+# isort: off
+import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+# isort: on
+
 import os
 import sys
 import tempfile

@@ -18,6 +18,10 @@ the accuracy is measured on the whole eval split. big_vision's default l2 is 2^1
 the compiled feature function once, for probing during training (bit_jax/evaluators.py).
 """
 
+# isort: off
+import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+# isort: on
+
 import functools
 import sys
 

@@ -19,6 +19,10 @@ pre-logits (or `--layer`) with the image ids and labels to an .npz that
 `python -m bit_jax.fewshot --features=... --test_features=...` reads.
 """
 
+# isort: off
+import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+# isort: on
+
 import glob as glob_lib
 import io
 import os

@@ -30,6 +30,10 @@ for, or trained here if no job has claimed it. After every repeat the tables and
 rewritten from whatever has finished.
 """
 
+# isort: off
+import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+# isort: on
+
 import contextlib
 import dataclasses
 import json

@@ -10,6 +10,10 @@ Several processes: on Cloud TPU VM pods `jax.distributed` initialises itself; el
 --coordinator_address, --num_processes and --process_id.
 """
 
+# isort: off
+import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+# isort: on
+
 import os
 import sys
 from pathlib import Path

@@ -1,0 +1,34 @@
+"""Imported first by every command line: loads TensorFlow with its C++ start-up logs muted.
+
+TensorFlow (tf.data, TFDS) logs through abseil before anything has initialised abseil's
+logging, and abseil then writes every message to stderr whatever TF_CPP_MIN_LOG_LEVEL says:
+"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+"I0000 ... oneDNN custom operations are on ...", "This TensorFlow binary is optimized ...".
+Those lines would stand in front of every command's output and of its one-line `ERROR:`.
+They are written to file descriptor 2 by C++ during the import, so the import runs with that
+descriptor pointed at /dev/null; Python-level errors of the import still raise normally and
+print after it is restored. Research code that imports bit_jax is not affected.
+"""
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def native_stderr_muted():
+  """Points file descriptor 2 at /dev/null for the block (C++ writes there directly)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+with native_stderr_muted():
+  import tensorflow  # noqa: F401  (the import is the point: later imports find it loaded)
