@@ -8,7 +8,6 @@ import contextlib
 import json
 import time
 
-import jax
 from etils import epath
 
 from bit_jax.errors import RunError
@@ -82,7 +81,3 @@ class ProgressLine:
       f'{prefix}step {step}/{self.total}  loss {loss:.4f}  lr {lr:.3g}  '
       f'{rate:.1f} img/s  ETA {time.strftime("%H:%M:%S", time.gmtime(eta))}'
     ), rate
-
-
-def is_logging_process() -> bool:
-  return jax.process_index() == 0

@@ -37,11 +37,6 @@ def standardize_weight(kernel: jax.Array) -> jax.Array:
   return (centered * jax.lax.rsqrt(var + WS_EPS)).reshape(kernel.shape)
 
 
-def stats_dtype(dtype) -> jnp.dtype:
-  """The dtype normalisation statistics are computed in: at least float32."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
 def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
   """Per-(sample, group) mean and 1/sqrt(var + eps) of an (n, h*w, c) float array, each
   repeated over the group's channels: (n, 1, c). Two passes, as the official code."""
@@ -60,7 +55,7 @@ def _group_stats(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
 
 def _group_norm_fwd(x, scale, bias, groups):
   n, h, w, c = x.shape
-  flat = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, c)
+  flat = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(n, h * w, c)
   mean, inv = _group_stats(flat, groups)
   mul = inv * scale  # folded into one multiply-add per element
   out = flat * mul + (bias - mean * mul)
@@ -73,7 +68,7 @@ def _group_norm_bwd(groups, saved, grad):
   # elementwise pass, where autodiff of the forward makes several passes and layout copies.
   x, scale, mean, inv = saved
   n, h, w, c = x.shape
-  flat = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, c)
+  flat = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(n, h * w, c)
   grad = grad.astype(flat.dtype).reshape(n, h * w, c)
   normalized = (flat - mean) * inv
   sum_grad = jnp.sum(grad, axis=1)  # (n, c)
@@ -190,7 +185,7 @@ def plain_group_norm(
 ) -> jax.Array:
   """GroupNorm as the textbook formula (two-pass biased variance), for autodiff."""
   n, h, w, c = x.shape
-  grouped = x.astype(stats_dtype(x.dtype)).reshape(n, h * w, groups, c // groups)
+  grouped = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(n, h * w, groups, c // groups)
   mean = jnp.mean(grouped, axis=(1, 3), keepdims=True)
   var = jnp.mean(jnp.square(grouped - mean), axis=(1, 3), keepdims=True)
   out = (grouped - mean) * jax.lax.rsqrt(var + GN_EPS)

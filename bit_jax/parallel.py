@@ -14,9 +14,6 @@ class DataParallel:
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.sharded = NamedSharding(self.mesh, PartitionSpec('data'))
 
-  def replicate(self, tree):
-    return jax.device_put(tree, self.replicated)
-
   def global_batch(self, local_batch: dict) -> dict:
     """This process's numpy batch -> global arrays sharded over the mesh ('id' stays here)."""
     return {

@@ -109,7 +109,7 @@ def _open(plan, workdir, stack, stop, lock, accept_changes):
   run_state = resumed[1] if resumed else RunState()
   accepted = _check_resume(plan, workdir, run_state, accept_changes) if resumed else {}
   writer = metrics.MetricWriter(
-    workdir.metrics, workdir.tensorboard, enabled=metrics.is_logging_process()
+    workdir.metrics, workdir.tensorboard, enabled=jax.process_index() == 0
   )
   stack.callback(writer.close)
   if resumed:
@@ -263,7 +263,7 @@ def _starting_state(phase: Phase, previous_params, run_state, resume, services):
   )
   if resume is not None:
     saved = services.checkpoints.restore(resume, train_state_shapes(model, optimizer))
-    return optimizer, parallel.replicate(saved), run_state
+    return optimizer, jax.device_put(saved, parallel.replicated), run_state
   run_state = dataclasses.replace(
     run_state, phase=phase.index, phase_step=0, phase_done=False, plateau=None
   )

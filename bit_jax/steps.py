@@ -13,11 +13,6 @@ import jax.numpy as jnp
 import optax
 
 from bit_jax.mixup import mixup
-from bit_jax.ops import stats_dtype
-
-
-def softmax_xent(logits, targets):
-  return -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
 
 
 def sigmoid_xent(logits, targets):
@@ -25,7 +20,7 @@ def sigmoid_xent(logits, targets):
   return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
 
 
-LOSSES = {'softmax': softmax_xent, 'sigmoid': sigmoid_xent}
+LOSSES = {'softmax': optax.softmax_cross_entropy, 'sigmoid': sigmoid_xent}
 
 
 def targets_of(labels, num_classes: int, dtype=jnp.float32):
@@ -44,7 +39,7 @@ def make_train_step(
 
   def mean_loss(params, images, targets):
     logits = model.apply({'params': params}, images)
-    return jnp.mean(loss_fn(logits.astype(stats_dtype(logits.dtype)), targets))
+    return jnp.mean(loss_fn(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets))
 
   def loss_and_grads(params, images, targets):
     if batch_split == 1:
@@ -59,12 +54,17 @@ def make_train_step(
       value, grads = jax.value_and_grad(mean_loss)(params, *micro)
       return jax.tree.map(jnp.add, carry, (value, grads)), None
 
-    zeros = (jnp.zeros((), stats_dtype(images.dtype)), jax.tree.map(jnp.zeros_like, params))
+    zeros = (
+      jnp.zeros((), jnp.promote_types(images.dtype, jnp.float32)),
+      jax.tree.map(jnp.zeros_like, params),
+    )
     total, _ = jax.lax.scan(accumulate, zeros, (split(images), split(targets)))
     return jax.tree.map(lambda t: t / batch_split, total)
 
   def train_step(state, batch, lr, rng):
-    targets = targets_of(batch['label'], num_classes, stats_dtype(batch['image'].dtype))
+    targets = targets_of(
+      batch['label'], num_classes, jnp.promote_types(batch['image'].dtype, jnp.float32)
+    )
     images, targets = mixup(
       jax.random.fold_in(rng, state['step']), batch['image'], targets, mixup_alpha
     )
@@ -87,7 +87,7 @@ def make_eval_step(model, *, loss: str = 'softmax'):
 
   def eval_step(params, batch):
     logits = model.apply({'params': params}, batch['image'])
-    logits = logits.astype(stats_dtype(logits.dtype))
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     labels, mask = batch['label'], batch['mask'].astype(logits.dtype)
     targets = targets_of(labels, logits.shape[-1], logits.dtype)
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]

@@ -46,7 +46,7 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import files, metrics, report, train
+from bit_jax import files, report, train
 from bit_jax import run as run_lib
 from bit_jax.errors import ConfigError, Stopped, UserError
 from bit_jax.lock import WorkdirInUse, is_claimed
@@ -210,7 +210,7 @@ def _run_shard(sweep, workdir, name, stop, shard) -> list[dict]:
   tag = f'[shard {index}/{count}] ' if count > 1 else ''
 
   def write_report():
-    if metrics.is_logging_process():
+    if jax.process_index() == 0:
       report.write_all(workdir, name, *collect(sweep, workdir), _as_dict(sweep.report))
 
   def train_here(repeat: Repeat) -> None:
@@ -357,7 +357,7 @@ def main(argv):
     rows = run_sweep(_CONFIG.value, _WORKDIR.value, name, shard=parse_shard(_SHARD.value))
   except (UserError, Stopped) as e:
     sys.exit(train.report(e))
-  if metrics.is_logging_process():
+  if jax.process_index() == 0:
     print(f'{len(rows)} runs finished: {_WORKDIR.value}/results.md, {_WORKDIR.value}/{name}.png')
 
 

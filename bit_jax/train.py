@@ -22,7 +22,6 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bit_jax import metrics
 from bit_jax import plan as plan_lib
 from bit_jax import run as run_lib
 from bit_jax.errors import Stopped, UserError
@@ -118,7 +117,7 @@ def main(argv):
     results = run_lib.execute(plan, _WORKDIR.value, accept_changes=_ACCEPT_CHANGES.value)
   except (UserError, Stopped) as e:
     sys.exit(report(e))
-  if metrics.is_logging_process():
+  if jax.process_index() == 0:
     print_results(results, _WORKDIR.value)
 
 
