@@ -18,7 +18,9 @@ accuracy needs, with bootstrap intervals over seeds.
   stretches it by t(0.975, n-1) * sqrt(n / (n-1)). For a statistic linear in the seeds (a
   mean) that is exactly Student's t interval, which the rest of the report uses; the side
   quantiles keep the asymmetry of a curved statistic and let an infinite k (a target never
-  reached) open one side only.
+  reached) open one side only. It is never narrower than the plain percentile interval
+  (2.5%, 97.5%): where more than 2.5% of the resamples never reach the target, so does the
+  interval's top end.
 
 Pure numpy/scipy functions; `bit_jax/how_small.py` reads sweeps and calls them.
 """
@@ -32,6 +34,7 @@ B_MIN, B_MAX = 0.01, 4.0
 _GRID = np.geomspace(B_MIN, B_MAX, 81)
 _GOLDEN = (math.sqrt(5) - 1) / 2
 _SIDE = scipy_stats.norm.cdf([-1.0, 1.0])  # the quantiles one sd either side of the middle
+_TAILS = (0.025, 0.975)
 
 
 def _linear(x, y, floor: bool):
@@ -121,17 +124,11 @@ def expanded_interval(point, samples, n: int, log: bool = False) -> tuple:
   with np.errstate(divide='ignore', invalid='ignore'):
     centre, values = to(np.asarray(point, np.float64)), to(np.asarray(samples, np.float64))
     below, above = np.quantile(values, _SIDE, axis=0, method='inverted_cdf')
-    low = centre - stretch * np.maximum(centre - below, 0.0)
-    high = centre + stretch * np.maximum(above - centre, 0.0)
+    tail_low, tail_high = np.quantile(values, _TAILS, axis=0, method='inverted_cdf')
+    low = np.minimum(centre - stretch * np.maximum(centre - below, 0.0), tail_low)
+    high = np.maximum(centre + stretch * np.maximum(above - centre, 0.0), tail_high)
   # An infinite point (never reached) has an infinite upper end, whatever the samples say.
   high = np.where(np.isposinf(centre), np.inf, np.nan_to_num(high, nan=np.inf))
   low = np.nan_to_num(low, nan=-np.inf)
-  return back(low), back(high)
-
-
-def bootstrap_means(values, draws: int, rng) -> np.ndarray:
-  """Means over resampled seeds: values (n, ...) -> (draws, ...), the same draw of seeds
-  for every column, so that quantities measured on the same seeds stay paired."""
-  n = values.shape[0]
-  index = rng.integers(0, n, size=(draws, n))
-  return values[index].mean(axis=1)
+  with np.errstate(over='ignore'):  # exp of an infinite end: the infinite k it stands for
+    return back(low), back(high)
