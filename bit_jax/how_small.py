@@ -179,7 +179,7 @@ def _k_text(row, key) -> str:
   value = row[key]
   if math.isinf(value):
     return 'never'
-  return f'{value:.3g}'
+  return f'{value:.3g}' if value >= 1 else '<1'  # below one image per class: no target set
 
 
 def markdown(rows) -> str:
@@ -215,7 +215,10 @@ def _draw_series(ax, s, means, params, answers):
   """Means with their t intervals, the fitted curve (dotted beyond the grid), its 95% band
   and the answers as horizontal interval bars at their targets, in one colour."""
   n = s.top1.shape[0]
-  k = np.geomspace(s.k[0] / 2, s.k[-1] * 2, 121)
+  mine = [r for r in answers if r['series'] == s.label and math.isfinite(r['k']) and r['k'] > 0]
+  # The curve runs a little past the grid, and on to any answer within 100x of it.
+  ends = [s.k[0] / 2, s.k[-1] * 2, *[np.clip(r['k'], s.k[0] / 100, s.k[-1] * 100) for r in mine]]
+  k = np.geomspace(min(ends), max(ends), 121)
   top1 = 100 * (1 - lc.error_at(params, k))
   low, high = lc.expanded_interval(top1[0], top1[1:], n)
   inside = (k >= s.k[0]) & (k <= s.k[-1])
@@ -225,11 +228,10 @@ def _draw_series(ax, s, means, params, answers):
   ax.fill_between(k, low, high, color=colour, alpha=0.15, linewidth=0)
   half = scipy_stats.t.ppf(0.975, n - 1) * s.top1.std(0, ddof=1) / math.sqrt(n) if n > 1 else 0
   ax.errorbar(s.k, 100 * means[0], yerr=100 * half, fmt='o', ms=3, capsize=2, color=colour)
-  for r in answers:
-    if r['series'] == s.label and math.isfinite(r['k']) and r['k'] > 0:
-      ends = np.clip([r['k_low'], r['k_high']], k[0], k[-1])
-      xerr = [[r['k'] - ends[0]], [ends[1] - r['k']]]
-      ax.errorbar([r['k']], [r['target_top1']], xerr=xerr, fmt='|', color=colour, capsize=3)
+  for r in mine:
+    centre, low, high = np.clip([r['k'], r['k_low'], r['k_high']], k[0], k[-1])
+    xerr = [[max(centre - low, 0)], [max(high - centre, 0)]]
+    ax.errorbar([centre], [r['target_top1']], xerr=xerr, fmt='|', color=colour, capsize=3)
 
 
 def plot(series, fitted, answers, path, title=''):
