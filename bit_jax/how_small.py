@@ -216,8 +216,10 @@ def _draw_series(ax, s, means, params, answers):
   and the answers as horizontal interval bars at their targets, in one colour."""
   n = s.top1.shape[0]
   mine = [r for r in answers if r['series'] == s.label and math.isfinite(r['k']) and r['k'] > 0]
-  # The curve runs a little past the grid, and on to any answer within 100x of it.
-  ends = [s.k[0] / 2, s.k[-1] * 2, *[np.clip(r['k'], s.k[0] / 100, s.k[-1] * 100) for r in mine]]
+  # The curve runs a little past the grid, and on to any answer within 100x of it (but not
+  # below one image per class, where there is no target set to draw).
+  low_end = max(s.k[0] / 100, min(1.0, s.k[0] / 2))
+  ends = [s.k[0] / 2, s.k[-1] * 2, *[np.clip(r['k'], low_end, s.k[-1] * 100) for r in mine]]
   k = np.geomspace(min(ends), max(ends), 121)
   top1 = 100 * (1 - lc.error_at(params, k))
   low, high = lc.expanded_interval(top1[0], top1[1:], n)
