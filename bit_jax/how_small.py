@@ -94,6 +94,8 @@ def series_of(rows, column, scratch=None) -> list[Series]:
     label = cell(r.get(column))
     if label and number(r.get('per_class')) is not None and number(r.get('top1')) is not None:
       runs.setdefault(label, {}).setdefault(r['name'], []).append(r)
+  if not runs:  # e.g. a report written before any run of a series has finished
+    return []
   seeds = set.intersection(
     *[{cell(r['seed_index']) for r in group} for named in runs.values() for group in named.values()]
   )

@@ -1,10 +1,15 @@
 """A sweep's tables and plot: results.csv, summary.csv, comparisons.csv, phases.csv, evals.csv,
 results.md and `<name>.png`.
 
-`bit_jax.sweep` calls `write_all` after every repeat. Standalone, it re-plots a results.csv:
+`bit_jax.sweep` calls `write_all` after every repeat. Standalone, it re-plots a results.csv,
+answers "how small can the target set be?" for a finished sweep over images per class
+(bit_jax/how_small.py), or rewrites every table and plot of a sweep directory from its CSV
+files with its config's report settings (nothing retrained):
 
     python -m bit_jax.report DIR/results.csv --x=per_class --log_x --series=upstream \
         --title='Transfer vs. target-set size'
+    python -m bit_jax.report --how_small DIR [--series=upstream] [--within=1] [--target=55]
+    python -m bit_jax.report --rebuild DIR --config=configs/sweeps/<study>.py:mini
 
 * results.csv: one row per finished repeat: the run `name`, `seed_index`, its tags (labels such
   as `upstream`), every top-level field the sweep overrides, then the measured

@@ -96,3 +96,5 @@ def test_a_sweep_over_images_per_class_gets_a_how_small_section(tmp_path):
     settings,
   )
   assert not (other / 'how_small.csv').exists()
+  # Before any run of a series has finished (the report is written after every repeat).
+  assert how_small.write(other, rows[:1], 'upstream') is None

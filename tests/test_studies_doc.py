@@ -162,3 +162,24 @@ def test_every_interval_on_the_page_is_one_the_csvs_give():
   }
   unknown = sorted(set(triples) - _shown_triples() - paired)
   assert not unknown, f'not in docs/studies/*/: {unknown}'
+
+
+def test_the_docs_tables_are_what_the_report_makes_from_the_runs(tmp_path):
+  # Rebuild study 1 from its per-run rows alone: the comparisons (with Holm) and the how-small
+  # answers committed under docs/studies/ must come out again.
+  import shutil
+
+  study = STUDIES / 'dataset_size_upstream'
+  for table in ('results.csv', 'phases.csv', 'evals.csv'):
+    shutil.copy(study / table, tmp_path / table)
+  report.rebuild(tmp_path, str(REPO / 'configs' / 'sweeps' / 'dataset_size_upstream.py') + ':mini')
+  for table in ('comparisons.csv', 'how_small.csv'):
+    made, committed = (report.read_csv(d / table) for d in (tmp_path, study))
+    assert [list(r) for r in made] == [list(r) for r in committed]
+    for new, old in zip(made, committed, strict=True):
+      for key, value in old.items():
+        number = report._number(value)
+        if number is None or not math.isfinite(number):
+          assert new[key] == value, (table, key)
+        else:
+          assert float(new[key]) == pytest.approx(number, rel=1e-8), (table, key)
