@@ -1,10 +1,15 @@
 """A sweep's tables and plot: results.csv, summary.csv, comparisons.csv, phases.csv, evals.csv,
 results.md and `<name>.png`.
 
-`bit_jax.sweep` calls `write_all` after every repeat. Standalone, it re-plots a results.csv:
+`bit_jax.sweep` calls `write_all` after every repeat. Standalone, it re-plots a results.csv,
+answers "how small can the target set be?" for a finished sweep over images per class
+(bit_jax/how_small.py), or rewrites every table and plot of a sweep directory from its CSV
+files with its config's report settings (nothing retrained):
 
     python -m bit_jax.report DIR/results.csv --x=per_class --log_x --series=upstream \
         --title='Transfer vs. target-set size'
+    python -m bit_jax.report --how_small DIR [--series=upstream] [--within=1] [--target=55]
+    python -m bit_jax.report --rebuild DIR --config=configs/sweeps/<study>.py:mini
 
 * results.csv: one row per finished repeat: the run `name`, `seed_index`, its tags (labels such
   as `upstream`), every top-level field the sweep overrides, then the measured
@@ -17,8 +22,13 @@ results.md and `<name>.png`.
 * comparisons.csv: the `report.compare` entries of the sweep config, each
   `{'column', 'a', 'b', 'by', 'y'}`: for every value of `by` (or once), the runs whose
   `column` is `a` minus those whose `column` is `b`, paired by seed_index, for each metric in
-  `y` (default ('top1',)): mean difference, its interval, the paired t test's p-value and
-  whether it is significant at 95%.
+  `y` (default ('top1',)): mean difference, its interval, the paired t test's p-value, that
+  p-value Holm-adjusted over every comparison of the sweep (`p_holm`, bit_jax/stats.py), and
+  `significant`: p_holm < 0.05, i.e. significant after the correction. The intervals are each
+  comparison's own 95% interval (not adjusted), so one can exclude 0 where the verdict is
+  "not significant".
+* how_small.csv, how_small.md, how_small.png: where `x` or `series` is `per_class`, the
+  learning-curve answers to "how small can the target set be?" (bit_jax/how_small.py).
 * phases.csv: one row per phase of every repeat; evals.csv: one row per evaluation of the test
   set (metrics.jsonl), with the examples processed by then.
 
@@ -30,14 +40,18 @@ to plot; default all) and `compare`. Non-numeric x values are categories.
 """
 
 import argparse
-import csv
+import importlib.util
 import io
+import pathlib
 import re
 
 import matplotlib
 from etils import epath
 
-from bit_jax import files, stats
+from bit_jax import files, how_small, stats
+from bit_jax.tables import cell as _cell
+from bit_jax.tables import markdown_table, read_csv, typed, write_csv
+from bit_jax.tables import number as _number
 
 matplotlib.use('Agg')  # files only: the sweep runs headless
 import matplotlib.pyplot as plt  # noqa: E402
@@ -88,42 +102,9 @@ COMPARISON_COLUMNS = (
   'ci_low',
   'ci_high',
   'p_value',
+  'p_holm',
   'significant',
 )
-
-
-def _cell(value, digits: int = 4):
-  if isinstance(value, float):
-    return f'{value:.{digits}g}'
-  return '' if value is None else str(value)
-
-
-def write_csv(path, rows, columns):
-  """Numbers keep 10 significant digits (the tables for reading round to 4)."""
-  text = io.StringIO(newline='')
-  writer = csv.DictWriter(text, columns, extrasaction='ignore')
-  writer.writeheader()
-  writer.writerows({k: _cell(row.get(k), 10) for k in columns} for row in rows)
-  files.write_atomic(path, text.getvalue())
-
-
-def read_csv(path):
-  return list(csv.DictReader(io.StringIO(epath.Path(path).read_text(), newline='')))
-
-
-def markdown_table(rows, columns, headers=None):
-  lines = ['| ' + ' | '.join(headers or columns) + ' |', '|' + '---|' * len(columns)]
-  lines += [
-    '| ' + ' | '.join(_cell(row.get(k)).replace('|', '\\|') for k in columns) + ' |' for row in rows
-  ]
-  return '\n'.join(lines)
-
-
-def _number(text):
-  try:
-    return float(text)
-  except (TypeError, ValueError):
-    return None
 
 
 # --- statistics over repeats ---------------------------------------------------------------
@@ -186,6 +167,16 @@ def compare(rows, spec) -> list[dict]:
       result = stats.paired([p[0] for p in pairs], [p[1] for p in pairs])
       out.append({'y': y, 'column': column, 'a': a, 'b': b, 'by': by, 'at': at, **result})
   return out
+
+
+def with_holm(comparisons) -> list[dict]:
+  """The comparisons with `p_holm` over all of them (the study is the family) and
+  `significant` after that correction."""
+  adjusted = stats.holm([c['p_value'] for c in comparisons])
+  return [
+    {**c, 'p_holm': p, 'significant': None if p is None else p < 1 - stats.LEVEL}
+    for c, p in zip(comparisons, adjusted)
+  ]
 
 
 def _interval(row, metric, scale=1.0):
@@ -323,6 +314,8 @@ def _comparison_row(c: dict) -> dict:
   else:
     interval = f'[{_points(c["ci_low"], c["y"]):+.3g}, {_points(c["ci_high"], c["y"]):+.3g}]'
   verdict = {None: '', True: 'significant', False: 'not significant'}[c['significant']]
+  if c.get('p_holm') is None:  # a comparison made before the correction: its own p decides
+    verdict = verdict and verdict + ' (uncorrected)'
   return {
     **c,
     'difference': f'{_points(c["mean"], c["y"]):+.3g}',
@@ -331,7 +324,9 @@ def _comparison_row(c: dict) -> dict:
   }
 
 
-def _markdown(name, report, rows, columns, summary, summary_columns, comparisons, phase_rows):
+def _markdown(
+  name, report, rows, columns, summary, summary_columns, comparisons, phase_rows, small
+):
   y = report.get('y', 'top1')
   shown = [c for c in summary_columns if c in columns and c not in MEASURED] + ['per_class', 'n']
   table = [
@@ -350,13 +345,19 @@ def _markdown(name, report, rows, columns, summary, summary_columns, comparisons
   ]
   if comparisons:
     compared = [_comparison_row(c) for c in comparisons]
-    headers = ['y', 'a', 'b', 'at', 'n', 'difference', 'interval', 'p_value', 'verdict']
+    headers = ['y', 'a', 'b', 'at', 'n', 'difference', 'interval', 'p_value', 'p_holm', 'verdict']
     text += [
       '',
       '## Paired differences (a - b, same subsets and seeds; top-1 in points)',
       '',
+      f'p_holm: the p-value Holm-adjusted over the {len(compared)} comparisons of this study; '
+      'the verdict is significant when p_holm < 0.05. Each interval is its own 95% interval, '
+      'not adjusted.',
+      '',
       markdown_table(compared, _filled(compared, headers)),
     ]
+  if small:
+    text += ['', '## How small can the target set be? (how_small.png)', '', small]
   text += ['', '## Every repeat', '', markdown_table(rows, _filled(rows, columns))]
   if any(r['phase'] != 'phase0' for r in phase_rows):
     text += [
@@ -373,6 +374,11 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
   directory = epath.Path(directory)
   summary, summary_columns = summarise(rows, columns)
   comparisons = [c for spec in report.get('compare', ()) for c in compare(rows, dict(spec))]
+  comparisons = with_holm(comparisons)
+  small = None
+  if 'per_class' in (report.get('x'), report.get('series')):
+    column = report['series'] if report.get('x') == 'per_class' else report['x']
+    small = how_small.write(directory, rows, column, title=report.get('title', name))
   write_csv(directory / 'results.csv', rows, columns)
   write_csv(directory / 'summary.csv', summary, summary_columns)
   write_csv(directory / 'comparisons.csv', comparisons, COMPARISON_COLUMNS)
@@ -380,7 +386,9 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
   write_csv(directory / 'evals.csv', eval_rows, EVAL_COLUMNS)
   files.write_atomic(
     directory / 'results.md',
-    _markdown(name, report, rows, columns, summary, summary_columns, comparisons, phase_rows),
+    _markdown(
+      name, report, rows, columns, summary, summary_columns, comparisons, phase_rows, small
+    ),
   )
   points = report.get('points', 'runs')
   source = {'phases': phase_rows, 'evals': eval_rows}[points] if points != 'runs' else summary
@@ -406,16 +414,31 @@ def write_all(directory, name, rows, columns, phase_rows, eval_rows, report):
     )
 
 
-def main():
-  parser = argparse.ArgumentParser(description='Plot a column of a sweep results.csv.')
-  parser.add_argument('csv')
-  parser.add_argument('--x', required=True)
-  parser.add_argument('--y', default='top1')
-  parser.add_argument('--series')
-  parser.add_argument('--log_x', action='store_true')
-  parser.add_argument('--title', default='')
-  parser.add_argument('--xlabel')
-  args = parser.parse_args()
+def _load_report(spec: str) -> dict:
+  """The `report` of a sweep config given as path[:arg], as `bit_jax.sweep` would load it."""
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  return config.report.to_dict()
+
+
+def rebuild(directory, config_spec: str) -> None:
+  """Every table and plot of a finished sweep rewritten from its CSV files, with the report
+  settings of its config (no run directory needed, nothing retrained)."""
+  directory = epath.Path(directory)
+  rows = [{k: typed(v) for k, v in r.items()} for r in read_csv(directory / 'results.csv')]
+  columns = list(rows[0]) if rows else []
+  phases, evals = (
+    [{k: typed(v) for k, v in r.items()} for r in read_csv(directory / f'{table}.csv')]
+    for table in ('phases', 'evals')
+  )
+  name = pathlib.Path(config_spec.partition(':')[0]).stem
+  write_all(directory, name, rows, columns, phases, evals, _load_report(config_spec))
+
+
+def _plot_csv(args) -> None:
   rows = read_csv(args.csv)
   summary, _ = summarise(rows, list(rows[0]) if rows else [])
   out = epath.Path(args.csv).parent / f'{plot_name(args.title)}.png'
@@ -431,6 +454,50 @@ def main():
     interval=args.y,
   )
   print(out)
+
+
+def _how_small(args) -> None:
+  directory = epath.Path(args.how_small)
+  rows = read_csv(directory / 'results.csv')
+  column = args.series or how_small.infer_series_column(rows, list(rows[0]) if rows else [])
+  text = how_small.write(
+    directory, rows, column, within=args.within, target=args.target, scratch=args.scratch
+  )
+  if text is None:
+    raise SystemExit(f'{directory}: no series of {column!r} has runs at two sizes or more.')
+  print(f'series: {column}\n\n{text}\n\n{directory}/how_small.csv, .md, .png')
+
+
+def main():
+  parser = argparse.ArgumentParser(
+    description='Re-plot a sweep results.csv, answer "how small" for a sweep directory, or '
+    "rebuild a sweep directory's tables from its CSV files."
+  )
+  parser.add_argument('csv', nargs='?', help='a results.csv to plot (with --x)')
+  parser.add_argument('--x')
+  parser.add_argument('--y', default='top1')
+  parser.add_argument('--series', help='the lines; with --how_small, the series column')
+  parser.add_argument('--log_x', action='store_true')
+  parser.add_argument('--title', default='')
+  parser.add_argument('--xlabel')
+  parser.add_argument('--how_small', metavar='DIR', help='a finished sweep over per_class')
+  parser.add_argument('--within', type=float, default=1.0, help='points below the full data')
+  parser.add_argument('--target', type=float, help='a top-1 to reach, in %%')
+  parser.add_argument('--scratch', help='the series of scratch runs (default: init=scratch)')
+  parser.add_argument('--rebuild', metavar='DIR', help="rewrite DIR's tables (with --config)")
+  parser.add_argument('--config', help='the sweep config of --rebuild, path[:arg]')
+  args = parser.parse_args()
+  if args.how_small:
+    _how_small(args)
+  elif args.rebuild:
+    if not args.config:
+      parser.error('--rebuild needs --config=configs/sweeps/<study>.py[:arg]')
+    rebuild(args.rebuild, args.config)
+    print(f'{args.rebuild}: tables and plots rewritten')
+  elif args.csv and args.x:
+    _plot_csv(args)
+  else:
+    parser.error('expected results.csv --x=..., --how_small=DIR or --rebuild=DIR --config=...')
 
 
 if __name__ == '__main__':

@@ -7,7 +7,12 @@ paired differences between series that share their subsets and seeds.
   purpose.
 * `paired(a, b)`: the same for the differences a_i - b_i of runs that share seed i (the same
   subset draw and training seed on both sides), plus the paired t test's p-value; a
-  difference is significant at 95% when its interval excludes 0 (p < 0.05).
+  difference is significant at 95% on its own when its interval excludes 0 (p < 0.05).
+* `holm(p_values)`: Holm's step-down adjustment of a family of p-values (a study's
+  comparisons): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)).
+  Rejecting where the adjusted value is below 0.05 keeps the chance of any false "significant"
+  in the family at 5% whatever the comparisons' dependence (they share seeds and runs), which
+  is why it is used rather than a correction that assumes independence.
 
 Pure functions of numbers; `report.py` groups a results table and calls them.
 """
@@ -50,3 +55,15 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict:
   else:
     p_value = float(scipy_stats.ttest_rel(a, b).pvalue)
   return {**result, 'p_value': p_value, 'significant': p_value < 1 - LEVEL}
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+  """Holm-adjusted p-values, in the order given; None (no test) stays None and is not
+  counted in the family."""
+  tested = [i for i, p in enumerate(p_values) if p is not None]
+  order = sorted(tested, key=lambda i: p_values[i])
+  m, running, adjusted = len(order), 0.0, [None] * len(p_values)
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p_values[i]))  # step-down: never decreases
+    adjusted[i] = running
+  return adjusted
