@@ -9,7 +9,14 @@ import tempfile
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 # Many tests train the same tiny model: a compilation cache shared by the session (and the
 # command lines it starts, which inherit the environment) compiles each program once.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='bit_jax_jit_'))
+# pytest-xdist's workers share one cache: they run the same few programs.
+_RUN = os.environ.get('PYTEST_XDIST_TESTRUNUID')
+_CACHE = (
+  os.path.join(tempfile.gettempdir(), f'bit_jax_jit_{_RUN}')
+  if _RUN
+  else tempfile.mkdtemp(prefix='bit_jax_jit_')
+)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # noqa: E402
