@@ -27,6 +27,7 @@ phases.json stores, `table()` what `--dry_run` prints.
 import dataclasses
 import hashlib
 import math
+from collections.abc import Collection
 
 import jax
 import jax.numpy as jnp
@@ -267,15 +268,38 @@ def _task(s) -> tuple:
   return (s.dataset, s.train_split, tuple(s.classes or ()), s.label_key, s.num_classes)
 
 
+def _given_architecture(s) -> models.Architecture | None:
+  if s.model is None:
+    return None
+  try:
+    return models.Architecture.from_name(s.model)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def _architecture_and_head(s, previous: Phase | None) -> tuple[models.Architecture, str]:
-  """The phase's architecture and its head rule, checked against what it starts from."""
+  """The phase's architecture (the one `model` names, which must be the one it starts from;
+  unset: that one) and its head rule, checked against what it starts from."""
+  given = _given_architecture(s)
   if s.init == 'scratch':
     if s.head == 'keep':
       raise ConfigError("head='keep' but init='scratch': there is no head to keep.")
-    try:
-      return models.Architecture.from_name(s.model), 'new'
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    if given is None:
+      raise ConfigError("init='scratch' needs a model, e.g. --config.model=R50x1.")
+    return given, 'new'
+  architecture, head = _started_from(s, previous)
+  if given is not None and given != architecture:
+    source = 'the previous phase' if s.init == 'previous' else s.init
+    raise ConfigError(
+      f'model={s.model!r} ({given.name}) but init={source} is {architecture.name}: the '
+      f'weights decide the architecture. Set --config.model={architecture.name}, leave '
+      f"model unset (None: the init's), or train from init=scratch."
+    )
+  return architecture, head
+
+
+def _started_from(s, previous: Phase | None) -> tuple[models.Architecture, str]:
+  """The architecture and head rule of a phase that starts from other weights."""
   if s.init == 'previous':
     if previous is None:
       raise ConfigError('init="previous" but this is the first phase.')
@@ -380,6 +404,8 @@ def resolve_phase(
   if s.total_steps and s.lr_schedule == 'hyperrule':
     hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)  # ordered?
   architecture, s.head = _architecture_and_head(s, previous)
+  if s.model is None:
+    s.model = architecture.name
   s.multi_label = train.multi_label
   s.derived = sorted(k for k in unset if s[k] is not None)  # resolved here, not given
   s.architecture = architecture.name
@@ -401,8 +427,10 @@ def resolve(
   *,
   device_count: int | None = None,
   process_count: int | None = None,
+  given: Collection[str] = (),
 ) -> Plan:
-  """The checked plan of `config` on this machine's devices and processes."""
+  """The checked plan of `config` on this machine's devices and processes. `given`: the
+  top-level fields set on the command line, refused where a phase would override them."""
   device_count = device_count or jax.device_count()
   process_count = process_count or jax.process_count()
   data_shards = config.get('data_shards') or process_count
@@ -411,7 +439,7 @@ def resolve(
       f'data_shards={data_shards} must be a multiple of the {process_count} processes.'
     )
   phases = []
-  for s in phase_configs(config):
+  for s in phase_configs(config, given):
     try:
       phases.append(
         resolve_phase(

@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bit_jax import metrics
+from bit_jax import fields, metrics
 from bit_jax import plan as plan_lib
 from bit_jax import run as run_lib
 from bit_jax.errors import Stopped, UserError
@@ -40,6 +40,12 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0-based).')
+_PHASE = flags.DEFINE_multi_string(
+  'phase',
+  [],
+  'Override a field of one phase: --phase=<phase name>.<field>=<value>, e.g. '
+  '--phase=transfer.lr=0.01 (a top-level --config.<field> is refused where a phase sets it).',
+)
 _ACCEPT_CHANGES = flags.DEFINE_list(
   'accept_changes',
   [],
@@ -98,6 +104,12 @@ def print_results(results: dict, workdir: str) -> None:
   )
 
 
+def given_fields() -> set[str]:
+  """The top-level config fields set on the command line (--config.<field>=...)."""
+  overrides = config_flags.get_override_values(flags.FLAGS['config'])
+  return {key.split('.')[0] for key in overrides}
+
+
 def main(argv):
   del argv
   if not _WORKDIR.value and not _DRY_RUN.value:
@@ -107,7 +119,8 @@ def main(argv):
   try:
     if not _DRY_RUN.value:
       run_lib.check_writable(_WORKDIR.value)
-    plan = plan_lib.resolve(_CONFIG.value)
+    config = fields.with_phase_overrides(_CONFIG.value, _PHASE.value)
+    plan = plan_lib.resolve(config, given=given_fields())
     if _DRY_RUN.value:
       print(plan.table())
       return

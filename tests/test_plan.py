@@ -4,6 +4,7 @@ ImageNet evaluated on 'validation', a fresh head for every new task), hand-compu
 import math
 
 import pytest
+from conftest import TEST_DATA
 
 from bit_jax import defaults, fields, plan, schedules
 from bit_jax.errors import ConfigError
@@ -192,3 +193,45 @@ def test_plan_table_shows_what_the_hyperrule_picked():
   assert '500' in head and '0.003 hyperrule' in head and '18->16' in head
   assert 'scratch (R14x0.5)' in head and "'^(?!head/)'" in head
   assert ', 5/class' in everything and ' 15 ' in everything and 'keep' in everything
+
+
+def test_a_top_level_setting_that_a_phase_overrides_is_refused_not_ignored():
+  two = ({'name': 'up', 'lr': 0.05, 'total_steps': 20}, {'name': 'down', 'total_steps': 30})
+  # Given on the command line: refused wherever a phase sets it, naming the phases.
+  with pytest.raises(ConfigError) as error:
+    fields.phase_configs(config(lr=0.1, phases=two), given={'lr'})
+  assert '--config.lr=0.1 does not reach phase up (0.05)' in str(error.value)
+  assert '--phase=up.lr=0.1' in str(error.value)
+  with pytest.raises(ConfigError, match=r'phases up \(20\), down \(30\)'):
+    fields.phase_configs(config(total_steps=50, phases=two), given={'total_steps'})
+  # At the top of a config (or through the API): refused when no phase can see it.
+  with pytest.raises(ConfigError, match='total_steps=50 at the top of the config reaches no'):
+    fields.phase_configs(config(total_steps=50, phases=two))
+  # A top-level value that some phase inherits, or that a phase repeats, takes effect.
+  up, down = fields.phase_configs(config(lr=0.1, phases=two))
+  assert (up.lr, down.lr) == (0.05, 0.1)
+  up, down = fields.phase_configs(config(batch_size=64, phases=two), given={'batch_size'})
+  assert up.batch_size == down.batch_size == 64
+  # The per-phase override the message suggests lands in that phase only.
+  overridden = fields.with_phase_overrides(config(phases=two), ['up.lr=0.1', 'down.freeze=^r'])
+  up, down = fields.phase_configs(overridden, given=set())
+  assert (up.lr, down.lr, up.freeze, down.freeze) == (0.1, None, '', '^r')
+  with pytest.raises(ConfigError, match='one of up, down'):
+    fields.with_phase_overrides(config(phases=two), ['middle.lr=0.1'])
+  with pytest.raises(ConfigError, match="'learning_rate' is not a field"):
+    fields.with_phase_overrides(config(phases=two), ['up.learning_rate=0.1'])
+
+
+def test_model_and_an_init_of_another_architecture_are_refused():
+  small = str(TEST_DATA / 'bit_small_official.npz')  # an R14x0.5
+  with pytest.raises(ConfigError, match=r"model='R50x1' \(R50x1\) but init=.* is R14x0.5"):
+    plan.resolve(tiny(init=small, model='R50x1', head='reset'))
+  # Unset, the model is the checkpoint's, and the record says which.
+  [phase] = plan.resolve(tiny(init=small, model=None)).phases
+  assert (phase.architecture.name, phase.settings.model) == ('R14x0.5', 'R14x0.5')
+  assert 'model' in phase.settings.derived
+  with pytest.raises(ConfigError, match="init='scratch' needs a model"):
+    plan.resolve(tiny(model=None))
+  later = ({'name': 'a'}, {'name': 'b', 'model': 'R26x1'})  # previous weights are an R14x0.5
+  with pytest.raises(ConfigError, match='Phase b: .*init=the previous phase is R14x0.5'):
+    plan.resolve(tiny(phases=later))
