@@ -7,7 +7,6 @@ what the command line prints.
 
 import concurrent.futures
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -183,8 +182,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
   )
   first = lock.WorkdirLock(path)
   assert 'Took over the stale lock' in first.acquire()
-  with pytest.raises(RunError, match=f'in use by pid {os.getpid()}'):
-    lock.WorkdirLock(path).acquire()
+  # (A live owner on this host, and one that reuses a pid: tests/test_lock.py.)
   path.write_text(
     json.dumps({'host': 'elsewhere', 'pid': 1, 'started': 0, 'heartbeat': time.time() - 10})
   )
