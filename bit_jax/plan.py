@@ -313,6 +313,8 @@ def _started_from(s, previous: Phase | None) -> tuple[models.Architecture, str]:
       )
     return previous.architecture, head
   try:
+    if s.index == 0:  # what the run needs first is loaded now, not once the workdir is written
+      pretrained.read_any(pretrained.locate(s.init))
     architecture, head_classes = pretrained.describe(s.init)
     if s.head == 'keep' and head_classes != s.num_classes:
       raise ConfigError(
@@ -322,7 +324,7 @@ def _started_from(s, previous: Phase | None) -> tuple[models.Architecture, str]:
     if pretrained.detect_format(s.init) == 'npz' and s.init not in models.KNOWN_MODELS:
       shapes = pretrained.npz_shapes(s.init)
       pretrained.check_fit(shapes, architecture.model(s.num_classes), s.head == 'keep')
-  except (FileNotFoundError, ValueError, RuntimeError) as e:
+  except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
     raise ConfigError(f'cannot use init={s.init!r}: {e}') from None
   return architecture, s.head or 'reset'
 
@@ -337,6 +339,21 @@ def _freeze_note(s, model) -> str | None:
   if all(mask):
     return f'freeze={s.freeze!r} matches every parameter: nothing trains in this phase.'
   return None
+
+
+def _check_pipeline(s, num_ids: int, data_shards: int) -> None:
+  """What the input pipeline would refuse at the phase's start, refused now."""
+  if s.preprocess == 'bit' and s.crop > s.resize:
+    raise ConfigError(
+      f"crop={s.crop} is larger than resize={s.resize}: 'bit' preprocessing resizes to "
+      f'resize, then crops crop out of it. Use crop <= resize (BiT-HyperRule: 160 -> 128, '
+      f'512 -> 480).'
+    )
+  if num_ids < data_shards:
+    raise ConfigError(
+      f'{num_ids} training examples cannot fill {data_shards} data shards (one per '
+      f'process by default); use more examples or fewer shards.'
+    )
 
 
 def _check_batches(s, device_count: int, data_shards: int) -> None:
@@ -410,6 +427,7 @@ def resolve_phase(
   s.derived = sorted(k for k in unset if s[k] is not None)  # resolved here, not given
   s.architecture = architecture.name
   s.data_digest = _ids_digest(ids, val_ids)
+  _check_pipeline(s, len(ids), data_shards)
   _check_batches(s, device_count, data_shards)
   _check_fewshot(s)
   phase = Phase(

@@ -10,6 +10,7 @@ Several processes: on Cloud TPU VM pods `jax.distributed` initialises itself; el
 --coordinator_address, --num_processes and --process_id.
 """
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bit_jax import fields, metrics
+from bit_jax import defaults, fields, metrics
 from bit_jax import plan as plan_lib
 from bit_jax import run as run_lib
 from bit_jax.errors import Stopped, UserError
@@ -64,6 +65,15 @@ def _flag_mistake(error: BaseException) -> str:
     text = e.args[0] if e.args and isinstance(e.args[0], str) else ''
     if 'Did you mean' in text:
       return f'Unknown config field {text.replace(chr(10), ". ")} See bit_jax/defaults.py.'
+  fields = sorted(defaults.base_config())
+  for e in chain:  # a name far from every field: ml_collections says only KeyError('name')
+    if type(e) is KeyError and e.args and isinstance(e.args[0], str):
+      name = e.args[0].strip('\'"')
+      nearest = difflib.get_close_matches(name, fields, n=3, cutoff=0)
+      return (
+        f'Unknown config field {name!r}; the nearest are {", ".join(nearest)}. Every '
+        f'field and its meaning: bit_jax/defaults.py.'
+      )
   return ' '.join(str(error).split())
 
 

@@ -2,11 +2,13 @@
 ImageNet evaluated on 'validation', a fresh head for every new task), hand-computed schedules."""
 
 import math
+import sys
 
+import numpy as np
 import pytest
 from conftest import TEST_DATA
 
-from bit_jax import defaults, fields, plan, schedules
+from bit_jax import defaults, fields, models, plan, schedules
 from bit_jax.errors import ConfigError
 
 phases = plan  # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
@@ -235,3 +237,34 @@ def test_model_and_an_init_of_another_architecture_are_refused():
   later = ({'name': 'a'}, {'name': 'b', 'model': 'R26x1'})  # previous weights are an R14x0.5
   with pytest.raises(ConfigError, match='Phase b: .*init=the previous phase is R14x0.5'):
     plan.resolve(tiny(phases=later))
+
+
+def test_what_the_pipeline_and_the_first_phase_need_is_checked_by_the_plan(tmp_path, monkeypatch):
+  with pytest.raises(ConfigError, match='crop=20 is larger than resize=18'):
+    plan.resolve(tiny(crop=20, resize=18))
+  plan.resolve(tiny(crop=20, resize=18, preprocess='inception'))  # no resize there
+  with pytest.raises(ConfigError, match='3 training examples cannot fill 8 data shards'):
+    plan.resolve(tiny(shots=1, data_shards=8, batch_size=16))
+  objects = tmp_path / 'objects.npz'
+  np.savez(objects, **{'resnet/root_block/standardized_conv2d/kernel': np.array([{}, 1])})
+  for phases_ in ((), ({'name': 'a'}, {'name': 'b', 'init': str(objects)})):
+    init = str(objects) if not phases_ else 'scratch'
+    with pytest.raises(ConfigError, match='(Object arrays cannot be loaded|holds Python objects)'):
+      plan.resolve(tiny(init=init, model=None if not phases_ else 'R14x0.5', phases=phases_))
+  # A published name is fetched by the plan: an unreachable one is refused before any write.
+  spec = dict(models.KNOWN_MODELS['BiT-S-R50x1'], url='http://127.0.0.1:9/BiT-S-R50x1.npz')
+  monkeypatch.setitem(models.KNOWN_MODELS, 'BiT-S-R50x1', spec)
+  monkeypatch.setenv('BIT_JAX_CACHE', str(tmp_path / 'cache'))
+  with pytest.raises(ConfigError, match="cannot use init='BiT-S-R50x1': .*127.0.0.1:9"):
+    plan.resolve(tiny(init='BiT-S-R50x1', model=None))
+
+
+def test_a_pth_init_without_torch_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+  checkpoint = tmp_path / 'bit.pth'
+  checkpoint.write_bytes(b'never unpickled')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError
+  with pytest.raises(ConfigError) as error:
+    plan.resolve(tiny(init=str(checkpoint), model=None))
+  message = str(error.value)
+  assert 'need torch, which is not installed' in message and '".[torch]"' in message
+  assert '\n' not in message and error.value.__cause__ is None
