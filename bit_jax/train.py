@@ -3,26 +3,45 @@
 The command line of `bit_jax.run`: flags, several processes, and errors as one message.
 `--dry_run` resolves and checks every phase (data, HyperRule values, init, freeze, batch
 sizes), prints the plan and exits, before anything is trained. Exit codes: 0 done (or stopped
-by SIGTERM after saving: rerun to resume), 2 a config error (nothing ran), 1 a failure while
-running (the message says what was kept).
+by SIGTERM or Ctrl-C after saving: rerun to resume), 2 a config error (nothing ran), 1 a
+failure while running (the message says what was kept), 130 a second Ctrl-C (not saved).
 
 Several processes: on Cloud TPU VM pods `jax.distributed` initialises itself; elsewhere pass
 --coordinator_address, --num_processes and --process_id.
 """
 
-import difflib
 import os
+import signal
 import sys
-from pathlib import Path
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from bit_jax import defaults, fields, metrics
-from bit_jax import plan as plan_lib
-from bit_jax import run as run_lib
-from bit_jax.errors import Stopped, UserError
+def _stopped_starting(signum, frame):
+  del frame
+  print(
+    f'Stopped ({signal.Signals(signum).name}) while starting, before anything was written; '
+    f'rerun the same command to start.',
+    file=sys.stderr,
+    flush=True,
+  )
+  os._exit(0)  # not SystemExit: raised inside a garbage-collector callback, it is ignored
+
+
+if __name__ == '__main__':  # importing JAX and TensorFlow takes seconds: a stop then is clean
+  for _signal in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signal, _stopped_starting)
+
+import difflib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from bit_jax import defaults, fields, metrics  # noqa: E402
+from bit_jax import plan as plan_lib  # noqa: E402
+from bit_jax import run as run_lib  # noqa: E402
+from bit_jax.errors import Stopped, UserError  # noqa: E402
+from bit_jax.preemption import StopRequest  # noqa: E402
 
 DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'demo.py')
 
@@ -120,6 +139,20 @@ def given_fields() -> set[str]:
   return {key.split('.')[0] for key in overrides}
 
 
+def plan_and_run(stop: StopRequest) -> dict | None:
+  """results.json's content, or None for a dry run (which prints the plan)."""
+  if not _DRY_RUN.value:
+    run_lib.check_writable(_WORKDIR.value)
+  config = fields.with_phase_overrides(_CONFIG.value, _PHASE.value)
+  plan = plan_lib.resolve(config, given=given_fields())
+  if _DRY_RUN.value:
+    print(plan.table())
+    return None
+  if stop.requested:
+    raise Stopped('Stopped on request while planning, before anything was written; rerun.')
+  return run_lib.execute(plan, _WORKDIR.value, stop=stop, accept_changes=_ACCEPT_CHANGES.value)
+
+
 def main(argv):
   del argv
   if not _WORKDIR.value and not _DRY_RUN.value:
@@ -127,16 +160,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   initialize_distributed()
   try:
-    if not _DRY_RUN.value:
-      run_lib.check_writable(_WORKDIR.value)
-    config = fields.with_phase_overrides(_CONFIG.value, _PHASE.value)
-    plan = plan_lib.resolve(config, given=given_fields())
-    if _DRY_RUN.value:
-      print(plan.table())
-      return
-    results = run_lib.execute(plan, _WORKDIR.value, accept_changes=_ACCEPT_CHANGES.value)
+    with StopRequest() as stop:  # SIGTERM or Ctrl-C while planning: stopped, nothing written
+      results = plan_and_run(stop)
   except (UserError, Stopped) as e:
     sys.exit(report(e))
+  except KeyboardInterrupt:
+    print(
+      'ERROR: aborted by a second Ctrl-C, without saving; the last saved checkpoint is '
+      'intact and a rerun resumes from it.',
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(130)
+  if results is None:
+    return
   if metrics.is_logging_process():
     print_results(results, _WORKDIR.value)
 
