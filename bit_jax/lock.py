@@ -134,7 +134,7 @@ class WorkdirLock:
   def heartbeat(self) -> None:
     if self.record is not None:
       self.record['heartbeat'] = time.time()
-      files.write_atomic(self.path, json.dumps(self.record))
+      files.write_atomic(self.path, json.dumps(self.record), tidy=False)
 
   def release(self) -> None:
     if self.record is not None and (self._read() or {}).get('token') == self.token:
@@ -178,8 +178,8 @@ class WorkdirLock:
         raise self._taken() from None
     elif exclusive:
       self._create_local(content)
-    else:
-      files.write_atomic(self.path, content)
+    else:  # (not tidy: another process may be taking over the same stale lock)
+      files.write_atomic(self.path, content, tidy=False)
 
   def _create_local(self, content: str) -> None:
     try:  # O_EXCL: of two processes starting together, exactly one creates the file
