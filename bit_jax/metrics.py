@@ -6,6 +6,7 @@ no `if process_index == 0` of its own.
 
 import contextlib
 import json
+import sys
 import time
 
 import jax
@@ -25,7 +26,10 @@ class MetricWriter:
       metrics_file.parent.mkdir(parents=True, exist_ok=True)
       # Appended line by line and flushed, so every record is complete JSON or absent after a
       # kill. (On gs:// epath's open is a context manager; the stack keeps it open.)
-      self._jsonl = self._files.enter_context(metrics_file.open('a'))
+      try:
+        self._jsonl = self._files.enter_context(metrics_file.open('a'))
+      except OSError as e:
+        raise self._unwritable(e) from None
 
   @property
   def tensorboard(self):
@@ -49,21 +53,30 @@ class MetricWriter:
         if not isinstance(value, str):
           self.tensorboard.scalar(name, float(value), step)
     except OSError as e:
-      raise RunError(
-        f'Could not write metrics to {self.tensorboard_dir.parent} '
-        f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
-        f'the directory, then rerun to resume.'
-      ) from None
+      raise self._unwritable(e) from None
+
+  def _unwritable(self, e: OSError) -> RunError:
+    return RunError(
+      f'Could not write metrics to {self.tensorboard_dir.parent} '
+      f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
+      f'the directory, then rerun to resume.'
+    )
 
   def print(self, *args) -> None:
     if self.enabled:
       print(*args, flush=True)
 
   def close(self) -> None:
-    if self.enabled:
+    """Flush and close; a failure (a full disk) is one warning line, never an exception that
+    would hide the error that ended the run."""
+    if not self.enabled:
+      return
+    try:
       self._files.close()
       if self._tensorboard is not None:
         self._tensorboard.flush()
+    except OSError as e:
+      print(f'WARNING: {self._unwritable(e)}', file=sys.stderr, flush=True)
 
 
 class ProgressLine:

@@ -314,7 +314,7 @@ def _started_from(s, previous: Phase | None) -> tuple[models.Architecture, str]:
     return previous.architecture, head
   try:
     if s.index == 0:  # what the run needs first is loaded now, not once the workdir is written
-      pretrained.read_any(pretrained.locate(s.init))
+      pretrained.read_located(s.init)
     architecture, head_classes = pretrained.describe(s.init)
     if s.head == 'keep' and head_classes != s.num_classes:
       raise ConfigError(

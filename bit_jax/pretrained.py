@@ -409,8 +409,8 @@ def download(name: str, directory: Path | None = None) -> Path:
     )
   spec = models.KNOWN_MODELS[name]
   target = Path(directory or cache_dir()) / spec['filename']
-  if not target.exists():
-    fetch(spec['url'], target)  # its errors say where to put a file fetched elsewhere
+  if not target.exists():  # its errors say where to put a file fetched elsewhere
+    fetch(spec['url'], target, verify=read_npz)
   return target
 
 
@@ -428,6 +428,21 @@ def locate(name_or_path, cache: Path | None = None) -> epath.Path:
       )
     return epath.Path(download(str(name_or_path), cache))
   return path
+
+
+def read_located(name_or_path, cache: Path | None = None) -> tuple[epath.Path, dict]:
+  """(the file, its official-layout arrays) of a checkpoint file or name (see `locate`). A
+  cached download that cannot be read says how to fetch it again."""
+  path = locate(name_or_path, cache)
+  try:
+    return path, read_any(path)
+  except ValueError as e:
+    if str(name_or_path) not in models.KNOWN_MODELS or epath.Path(name_or_path).exists():
+      raise
+    raise ValueError(
+      f'{e} It is the cached download of {name_or_path}: delete {path} and rerun to '
+      f'download it again.'
+    ) from None
 
 
 def load_pretrained(
@@ -458,8 +473,7 @@ def load_pretrained(
       'class_names' (label i is class_names[i]) and 'image_size' (the crop it was trained
       at), None where the checkpoint does not say.
   """
-  path = locate(name_or_path, cache)
-  arrays = read_any(path)
+  path, arrays = read_located(name_or_path, cache)
   architecture, head_classes = architecture_of(arrays)
   if num_classes is None:
     num_classes, keep_head = head_classes, True
