@@ -54,11 +54,20 @@ class MetricWriter:
           self.tensorboard.scalar(name, float(value), step)
     except OSError as e:
       raise self._unwritable(e) from None
+    except Exception as e:  # noqa: BLE001  (TensorBoard's summaries report a full disk as TF's own)
+      import tensorflow as tf  # imported already by the summary writer
 
-  def _unwritable(self, e: OSError) -> RunError:
+      if isinstance(e, tf.errors.OpError):
+        raise self._unwritable(e) from None
+      raise
+
+  def _unwritable(self, e: Exception) -> RunError:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    full = 'No space left on device'  # TensorFlow's message wraps it in a page of context
+    reason = getattr(e, 'strerror', None) or (full if full in text else text)
     return RunError(
       f'Could not write metrics to {self.tensorboard_dir.parent} '
-      f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
+      f'({reason}); the checkpoints are unchanged. Free space or fix '
       f'the directory, then rerun to resume.'
     )
 
@@ -75,7 +84,7 @@ class MetricWriter:
       self._files.close()
       if self._tensorboard is not None:
         self._tensorboard.flush()
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001  (OSError, or TensorFlow's own for a full disk)
       print(f'WARNING: {self._unwritable(e)}', file=sys.stderr, flush=True)
 
 

@@ -31,6 +31,7 @@ if __name__ == '__main__':  # importing JAX and TensorFlow takes seconds: a stop
     signal.signal(_signal, _stopped_starting)
 
 import difflib  # noqa: E402
+import errno  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -164,6 +165,17 @@ def main(argv):
       results = plan_and_run(stop)
   except (UserError, Stopped) as e:
     sys.exit(report(e))
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    # A full disk that struck where no message names it (a library's own write).
+    print(
+      f'ERROR: No space left on device writing {e.filename or _WORKDIR.value}; what was saved '
+      f'before is intact. Free space, then rerun to resume.',
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(1)
   except KeyboardInterrupt:
     print(
       'ERROR: aborted by a second Ctrl-C, without saving; the last saved checkpoint is '
