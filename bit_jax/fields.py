@@ -8,6 +8,7 @@ the plan it was trained with.
 """
 
 import ast
+import difflib
 import math
 import re
 from collections.abc import Collection, Sequence
@@ -111,8 +112,10 @@ def with_phase_overrides(
         f'{", ".join(names) or "(this config has no phases)"}.'
       )
     if field not in config or field == 'phases':
+      nearest = difflib.get_close_matches(field, [f for f in config if f != 'phases'], 3, 0)
       raise ConfigError(
-        f'--phase={assignment}: {field!r} is not a field (see bit_jax/defaults.py).'
+        f'--phase={assignment}: {field!r} is not a field; the nearest are '
+        f'{", ".join(nearest)} (every field: bit_jax/defaults.py).'
       )
     try:
       value = ast.literal_eval(text)

@@ -82,10 +82,17 @@ def is_claimed(path) -> bool:
 def _blob(path):
   """The google-cloud-storage blob of a gs:// path (its client honours
   STORAGE_EMULATOR_HOST)."""
+  from google.auth import exceptions
   from google.cloud import storage
 
   bucket, _, name = os.fspath(path).removeprefix('gs://').partition('/')
-  return storage.Client().bucket(bucket).blob(name)
+  try:
+    return storage.Client().bucket(bucket).blob(name)
+  except exceptions.DefaultCredentialsError as e:
+    raise RunError(
+      f'Cannot lock {path}: no Google Cloud credentials ({e}). Run `gcloud auth '
+      f'application-default login`, or run where the VM has a service account.'
+    ) from None
 
 
 class WorkdirLock:

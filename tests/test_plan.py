@@ -220,7 +220,7 @@ def test_a_top_level_setting_that_a_phase_overrides_is_refused_not_ignored():
   assert (up.lr, down.lr, up.freeze, down.freeze) == (0.1, None, '', '^r')
   with pytest.raises(ConfigError, match='one of up, down'):
     fields.with_phase_overrides(config(phases=two), ['middle.lr=0.1'])
-  with pytest.raises(ConfigError, match="'learning_rate' is not a field"):
+  with pytest.raises(ConfigError, match="'learning_rate' is not a field; the nearest are "):
     fields.with_phase_overrides(config(phases=two), ['up.learning_rate=0.1'])
 
 
