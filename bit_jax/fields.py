@@ -2,8 +2,9 @@
 every field checked for type and range, and the comparison of two resolved plans.
 
 The top level of a config holds the defaults (bit_jax/defaults.py); `config.phases` is a
-sequence of dicts, each overriding some fields for one phase. `check_fields` lists every
-problem of a phase at once; `changes` says which fields of a resumed run's plan differ from
+sequence of dicts, each overriding some fields for one phase. `check_reach` refuses a
+top-level setting that a phase would silently override (`with_phase_overrides` sets one
+phase's field instead); `check_fields` lists every problem of a phase at once; `changes` says which fields of a resumed run's plan differ from
 the plan it was trained with.
 """
 

@@ -18,8 +18,10 @@ own data:
   previous phase's weights on another task, 'keep' when it continues the same task.
 
 Everything a user can get wrong is checked here, for every phase, before anything trains:
-field types and ranges (fields.py), the data (splits, subset sizes, eval labels), the init (exists,
-fits), the freeze regex, and batch sizes against devices and processes. A problem raises
+field types and ranges and top-level settings that a phase would override (fields.py), the
+data (splits, subset sizes, eval labels, crop <= resize, enough examples for the shards), the
+init (exists, fits, is the `model` given; the first phase's is loaded, a published one
+fetched), the freeze regex, and batch sizes against devices and processes. A problem raises
 `ConfigError` naming the phase. The `Plan` is an immutable value: `records()` is what
 phases.json stores, `table()` what `--dry_run` prints.
 """
