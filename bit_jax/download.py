@@ -85,6 +85,7 @@ def _alone(target: Path, quiet: bool) -> Iterator[bool]:
 
 
 def _fetch(url, target: Path, expected_size, md5, quiet, verify) -> Path:
+  """`fetch` itself, its download lock held."""
   part = target.with_name(target.name + '.part')
   kept = part.stat().st_size if part.exists() else 0
   again = lambda: _fetch(url, target, expected_size, md5, quiet, verify)
@@ -95,8 +96,9 @@ def _fetch(url, target: Path, expected_size, md5, quiet, verify) -> Path:
     if e.code == 416 and kept:  # nothing left after byte `kept`: whole, or a stale leftover
       whole = _content_range(e.headers)[1] or expected_size
       if whole == kept:
-        md5 = md5 or _goog_md5(e.headers)
-        return _finish(url, part, target, (whole, expected_size, md5), verify)
+        return _finish(
+          url, part, target, (whole, expected_size, md5 or _goog_md5(e.headers)), verify
+        )
       part.unlink()
       return again()
     if e.code < 500:  # the object is gone or forbidden: bytes kept from it are no use
@@ -115,36 +117,42 @@ def _fetch(url, target: Path, expected_size, md5, quiet, verify) -> Path:
       return again()
     if response.status != 206:  # the whole object, from byte 0
       kept, total = 0, _int(response.headers.get('Content-Length'))
-    if not quiet:
-      print(
-        f'Downloading {url} -> {target}' + (f' (resuming at byte {kept})' if kept else ''),
-        file=sys.stderr,
-        flush=True,
-      )
-    bar = tqdm.tqdm(
-      total=total,
-      initial=kept,
-      unit='B',
-      unit_scale=True,
-      unit_divisor=1024,
-      desc=target.name,
-      disable=quiet,
-      file=sys.stderr,
-    )
-    try:
-      with bar, open(part, 'ab' if kept else 'wb') as f:
-        while chunk := response.read(CHUNK):
-          f.write(chunk)
-          bar.update(len(chunk))
-    except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
-      raise RuntimeError(_cut(url, part, target, part.stat().st_size, e)) from e
-    size = part.stat().st_size
-    if total is not None and size < total:  # http.client ends a short body without an error
-      raise RuntimeError(
-        _cut(url, part, target, size, f'connection closed at {size} of {total} bytes')
-      )
+    _receive(url, response, part, target, (kept, total), quiet)
     md5 = md5 or _goog_md5(response.headers)
     return _finish(url, part, target, (total, expected_size, md5), verify)
+
+
+def _receive(url, response, part: Path, target: Path, span, quiet: bool) -> None:
+  """The response's body appended to `part` (from byte `kept` of `total`), with a bar."""
+  kept, total = span
+  if not quiet:
+    print(
+      f'Downloading {url} -> {target}' + (f' (resuming at byte {kept})' if kept else ''),
+      file=sys.stderr,
+      flush=True,
+    )
+  bar = tqdm.tqdm(
+    total=total,
+    initial=kept,
+    unit='B',
+    unit_scale=True,
+    unit_divisor=1024,
+    desc=target.name,
+    disable=quiet,
+    file=sys.stderr,
+  )
+  try:
+    with bar, open(part, 'ab' if kept else 'wb') as f:
+      while chunk := response.read(CHUNK):
+        f.write(chunk)
+        bar.update(len(chunk))
+  except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
+    raise RuntimeError(_cut(url, part, target, part.stat().st_size, e)) from e
+  size = part.stat().st_size
+  if total is not None and size < total:  # http.client ends a short body without an error
+    raise RuntimeError(
+      _cut(url, part, target, size, f'connection closed at {size} of {total} bytes')
+    )
 
 
 def _finish(url, part, target, known, verify) -> Path:
