@@ -4,7 +4,21 @@ model, params = bit_jax.load_pretrained('BiT-M-R50x1', num_classes=10)
 logits = model.apply({'params': params}, images)        # NHWC in [-1, 1]
 """
 
-from bit_jax.models import KNOWN_MODELS, ResNetV2, create_model
-from bit_jax.pretrained import CheckpointMismatchError, load_pretrained
+import importlib
 
-__all__ = ['KNOWN_MODELS', 'ResNetV2', 'create_model', 'CheckpointMismatchError', 'load_pretrained']
+# Imported on first use, so that `python -m bit_jax.train` handles a SIGTERM or Ctrl-C that
+# arrives while JAX is still being imported (seconds) instead of dying silently.
+_EXPORTS = {
+  'KNOWN_MODELS': 'models',
+  'ResNetV2': 'models',
+  'create_model': 'models',
+  'CheckpointMismatchError': 'pretrained',
+  'load_pretrained': 'pretrained',
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f'bit_jax.{_EXPORTS[name]}'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -33,6 +33,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
+from bit_jax import files as files_lib
+
 # JAX owns the accelerators; a TF that also initialised them would take their memory.
 try:
   tf.config.set_visible_devices([], 'GPU')
@@ -220,13 +222,55 @@ def undecodable(paths: list[str]) -> list[int]:
   return bad
 
 
-def images_under(directory: epath.Path) -> list[epath.Path]:
+def images_under(directory: epath.Path, within: epath.Path | None = None) -> list[epath.Path]:
   """Image files anywhere below `directory`, sorted by path (nested folders included, as
-  torchvision's ImageFolder reads them)."""
-  found = []
-  for folder, _, files in directory.walk():
-    found += [folder / f for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+  torchvision's ImageFolder reads them). With `within` (a split's folder), a symlinked file
+  that leads out of it is left out, and named in a warning, as are the symlinked folders
+  that are not followed."""
+  found, left_out = [], []
+  for folder, folders, files in directory.walk():
+    images = [folder / f for f in files if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+    if within is not None:
+      left_out += [f for f in images if leaves(f, within)]
+      left_out += [folder / d for d in folders if os.path.islink(folder / d)]
+      images = [f for f in images if not leaves(f, within)]
+    found += images
+  if left_out:
+    logging.warning(
+      'Left out %d symlinks in %s that leave %s or are folders (not followed), e.g. %s',
+      len(left_out),
+      directory,
+      within,
+      left_out[0],
+    )
   return sorted(found, key=str)
+
+
+def leaves(path, within) -> bool:
+  """Whether `path` is a symlink that leads out of the folder `within`, or a link to a folder
+  that holds the link itself (a loop). Cloud storage has no symlinks."""
+  if not files_lib.is_local(path) or not os.path.islink(path):
+    return False
+  target, inside = os.path.realpath(path), os.path.realpath(within)
+  parent = os.path.realpath(os.path.dirname(path))
+  loops = parent == target or parent.startswith(target + os.sep)
+  return loops or not target.startswith(inside + os.sep)
+
+
+def _is_class(folder: epath.Path, split_dir: epath.Path) -> bool:
+  """A class folder: a folder of the split, not a symlink that leaves it or loops back (which
+  would make a class of another split's or every class's images)."""
+  if not folder.is_dir():
+    return False
+  if leaves(folder, split_dir):
+    logging.warning(
+      'Left out %s: a symlink to %s, which is not a folder inside %s (a class must be).',
+      folder,
+      os.path.realpath(folder),
+      split_dir,
+    )
+    return False
+  return True
 
 
 def image_folder_source(
@@ -251,7 +295,7 @@ def image_folder_source(
       f'splits {found} under {root}. Check root and split.'
     )
   class_names = sorted(
-    {c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir()}
+    {c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if _is_class(c, s)}
   )
   loose = [p.name for p in split_dir.iterdir() if not p.is_dir()]
   if loose:
@@ -264,9 +308,9 @@ def image_folder_source(
   paths, labels, empty = [], [], []
   for label, class_name in enumerate(class_names):
     class_dir = split_dir / class_name
-    if not class_dir.is_dir():
+    if not _is_class(class_dir, split_dir):
       continue
-    images = [str(f) for f in images_under(class_dir)]
+    images = [str(f) for f in images_under(class_dir, within=split_dir)]
     if not images:
       empty.append(class_name)
     paths += images

@@ -15,7 +15,9 @@ from ml_collections import config_dict
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # The model and the weights it starts from.
-  c.model = 'BiT-M-R50x1'  # published name or R<depth>x<width> (used when init='scratch')
+  # Published name or R<depth>x<width>; None: the architecture of the weights `init` names
+  # (a model that differs from them is refused). init='scratch' needs one.
+  c.model = config_dict.placeholder(str)
   c.init = 'BiT-M-R50x1'  # first phase: published name, official .npz path, or 'scratch'
   # The head of a phase that starts from other weights: 'reset' (a fresh zero head, as BiT
   # fine-tuning does) or 'keep'. None: 'reset' from a checkpoint or for a new task (another

@@ -2,27 +2,35 @@
 every field checked for type and range, and the comparison of two resolved plans.
 
 The top level of a config holds the defaults (bit_jax/defaults.py); `config.phases` is a
-sequence of dicts, each overriding some fields for one phase. `check_fields` lists every
-problem of a phase at once; `changes` says which fields of a resumed run's plan differ from
+sequence of dicts, each overriding some fields for one phase. `check_reach` refuses a
+top-level setting that a phase would silently override (`with_phase_overrides` sets one
+phase's field instead); `check_fields` lists every problem of a phase at once; `changes` says which fields of a resumed run's plan differ from
 the plan it was trained with.
 """
 
+import ast
+import difflib
 import math
 import re
+from collections.abc import Collection, Sequence
 
 import ml_collections
 
-from bit_jax import input_pipeline, ops, schedules, steps
+from bit_jax import defaults, input_pipeline, ops, schedules, steps
 from bit_jax.errors import ConfigError
 
 PHASE_ONLY_FIELDS = ('name',)
 HEADS = ('reset', 'keep')
 
 
-def phase_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
-  """One unlocked ConfigDict per phase: the top level updated with the phase's overrides."""
+def phase_configs(
+  config: ml_collections.ConfigDict, given: Collection[str] = ()
+) -> list[ml_collections.ConfigDict]:
+  """One unlocked ConfigDict per phase: the top level updated with the phase's overrides.
+  `given`: the top-level fields the user set on the command line (see `check_reach`)."""
   base = config.to_dict()
   overrides = base.pop('phases', None) or [{}]
+  check_reach(base, [dict(o) for o in overrides], given)
   phases = []
   for index, override in enumerate(overrides):
     override = dict(override)
@@ -43,6 +51,81 @@ def phase_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Conf
     phase.update(override)
     phases.append(phase)
   return phases
+
+
+def _same(a, b) -> bool:
+  as_tuple = lambda v: tuple(v) if isinstance(v, list) else v
+  return as_tuple(a) == as_tuple(b)
+
+
+def _phase_name(index: int, override: dict) -> str:
+  return override.get('name', f'phase{index}')
+
+
+def check_reach(base: dict, overrides: list[dict], given: Collection[str]) -> None:
+  """Refuse a top-level setting that some phase would silently override: a field `given` on
+  the command line that a phase sets to another value, or a field the config sets at the top
+  (not its default) that every phase it could reach sets itself. (`init` at the top reaches
+  the first phase only; later ones start from the previous phase.)"""
+  if len(overrides) == 1 and not overrides[0]:
+    return
+  default = defaults.base_config().to_dict()
+  problems = []
+  for field in sorted(set(base) - {'phases'}):
+    reachable = overrides[:1] if field == 'init' else overrides
+    setters = [
+      (_phase_name(i, o), o[field])
+      for i, o in enumerate(reachable)
+      if field in o and not _same(o[field], base[field])
+    ]
+    others = [o for o in reachable if field not in o or _same(o[field], base[field])]
+    listing = ', '.join(f'{name} ({value!r})' for name, value in setters)
+    if field in given and setters:
+      per_phase = ' '.join(f'--phase={name}.{field}={base[field]!r}' for name, _ in setters)
+      problems.append(
+        f'--config.{field}={base[field]!r} does not reach {"phases" if len(setters) > 1 else "phase"} {listing}, which set '
+        f'{field} themselves; set it per phase ({per_phase}) or change config.phases'
+      )
+    elif setters and not others and not _same(base[field], default.get(field)):
+      problems.append(
+        f'{field}={base[field]!r} at the top of the config reaches no phase: every phase '
+        f'sets it ({listing}); remove it or set it in the phases'
+      )
+  if problems:
+    raise ConfigError('; '.join(problems) + '.')
+
+
+def with_phase_overrides(
+  config: ml_collections.ConfigDict, assignments: Sequence[str]
+) -> ml_collections.ConfigDict:
+  """`config` with per-phase overrides, each '<phase name>.<field>=<value>' (a Python
+  literal, or else a string), as the command line's --phase gives them."""
+  if not assignments:
+    return config
+  phases = [dict(p) for p in config.phases]
+  names = [_phase_name(i, p) for i, p in enumerate(phases)]
+  for assignment in assignments:
+    target, equals, text = assignment.partition('=')
+    name, _, field = target.partition('.')
+    if not equals or name not in names:
+      raise ConfigError(
+        f'--phase={assignment}: expected <phase>.<field>=<value> with <phase> one of '
+        f'{", ".join(names) or "(this config has no phases)"}.'
+      )
+    if field not in config or field == 'phases':
+      nearest = difflib.get_close_matches(field, [f for f in config if f != 'phases'], 3, 0)
+      raise ConfigError(
+        f'--phase={assignment}: {field!r} is not a field; the nearest are '
+        f'{", ".join(nearest)} (every field: bit_jax/defaults.py).'
+      )
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    phases[names.index(name)][field] = value
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.phases = tuple(phases)
+  return config
 
 
 def _int(low, high=None):

@@ -7,6 +7,7 @@ reader chokes on. On object stores (gs://) the rename is a server-side copy: the
 appears whole or not at all.
 """
 
+import glob
 import io
 import json
 import os
@@ -18,12 +19,24 @@ from etils import epath
 from bit_jax.errors import RunError
 
 
-def write_atomic(path, content) -> None:
-  """Write `content` (str or bytes) to `path` through a temporary file and a rename."""
+def remove_leftovers(path) -> None:
+  """Remove the temporary files that killed writes of `path` left beside it: whoever
+  rewrites `path` owns them (one process owns a workdir)."""
+  path = epath.Path(path)
+  if path.parent.exists():
+    for leftover in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+      leftover.unlink(missing_ok=True)
+
+
+def write_atomic(path, content, *, tidy: bool = True) -> None:
+  """Write `content` (str or bytes) to `path` through a temporary file and a rename; with
+  `tidy`, the leftovers of earlier killed writes of `path` are removed first."""
   path = epath.Path(path)
   temporary = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if tidy:
+      remove_leftovers(path)
     if isinstance(content, str):
       temporary.write_text(content)
     else:

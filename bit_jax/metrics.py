@@ -6,6 +6,7 @@ no `if process_index == 0` of its own.
 
 import contextlib
 import json
+import sys
 import time
 
 from etils import epath
@@ -24,7 +25,10 @@ class MetricWriter:
       metrics_file.parent.mkdir(parents=True, exist_ok=True)
       # Appended line by line and flushed, so every record is complete JSON or absent after a
       # kill. (On gs:// epath's open is a context manager; the stack keeps it open.)
-      self._jsonl = self._files.enter_context(metrics_file.open('a'))
+      try:
+        self._jsonl = self._files.enter_context(metrics_file.open('a'))
+      except OSError as e:
+        raise self._unwritable(e) from None
 
   @property
   def tensorboard(self):
@@ -48,21 +52,39 @@ class MetricWriter:
         if not isinstance(value, str):
           self.tensorboard.scalar(name, float(value), step)
     except OSError as e:
-      raise RunError(
-        f'Could not write metrics to {self.tensorboard_dir.parent} '
-        f'({e.strerror or e}); the checkpoints are unchanged. Free space or fix '
-        f'the directory, then rerun to resume.'
-      ) from None
+      raise self._unwritable(e) from None
+    except Exception as e:  # noqa: BLE001  (TensorBoard's summaries report a full disk as TF's own)
+      import tensorflow as tf  # imported already by the summary writer
+
+      if isinstance(e, tf.errors.OpError):
+        raise self._unwritable(e) from None
+      raise
+
+  def _unwritable(self, e: Exception) -> RunError:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    full = 'No space left on device'  # TensorFlow's message wraps it in a page of context
+    reason = getattr(e, 'strerror', None) or (full if full in text else text)
+    return RunError(
+      f'Could not write metrics to {self.tensorboard_dir.parent} '
+      f'({reason}); the checkpoints are unchanged. Free space or fix '
+      f'the directory, then rerun to resume.'
+    )
 
   def print(self, *args) -> None:
     if self.enabled:
       print(*args, flush=True)
 
   def close(self) -> None:
-    if self.enabled:
+    """Flush and close; a failure (a full disk) is one warning line, never an exception that
+    would hide the error that ended the run."""
+    if not self.enabled:
+      return
+    try:
       self._files.close()
       if self._tensorboard is not None:
         self._tensorboard.flush()
+    except Exception as e:  # noqa: BLE001  (OSError, or TensorFlow's own for a full disk)
+      print(f'WARNING: {self._unwritable(e)}', file=sys.stderr, flush=True)
 
 
 class ProgressLine:

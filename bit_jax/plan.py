@@ -18,8 +18,10 @@ own data:
   previous phase's weights on another task, 'keep' when it continues the same task.
 
 Everything a user can get wrong is checked here, for every phase, before anything trains:
-field types and ranges (fields.py), the data (splits, subset sizes, eval labels), the init (exists,
-fits), the freeze regex, and batch sizes against devices and processes. A problem raises
+field types and ranges and top-level settings that a phase would override (fields.py), the
+data (splits, subset sizes, eval labels, crop <= resize, enough examples for the shards), the
+init (exists, fits, is the `model` given; the first phase's is loaded, a published one
+fetched), the freeze regex, and batch sizes against devices and processes. A problem raises
 `ConfigError` naming the phase. The `Plan` is an immutable value: `records()` is what
 phases.json stores, `table()` what `--dry_run` prints.
 """
@@ -27,6 +29,7 @@ phases.json stores, `table()` what `--dry_run` prints.
 import dataclasses
 import hashlib
 import math
+from collections.abc import Collection
 
 import jax
 import jax.numpy as jnp
@@ -267,15 +270,38 @@ def _task(s) -> tuple:
   return (s.dataset, s.train_split, tuple(s.classes or ()), s.label_key, s.num_classes)
 
 
+def _given_architecture(s) -> models.Architecture | None:
+  if s.model is None:
+    return None
+  try:
+    return models.Architecture.from_name(s.model)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def _architecture_and_head(s, previous: Phase | None) -> tuple[models.Architecture, str]:
-  """The phase's architecture and its head rule, checked against what it starts from."""
+  """The phase's architecture (the one `model` names, which must be the one it starts from;
+  unset: that one) and its head rule, checked against what it starts from."""
+  given = _given_architecture(s)
   if s.init == 'scratch':
     if s.head == 'keep':
       raise ConfigError("head='keep' but init='scratch': there is no head to keep.")
-    try:
-      return models.Architecture.from_name(s.model), 'new'
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    if given is None:
+      raise ConfigError("init='scratch' needs a model, e.g. --config.model=R50x1.")
+    return given, 'new'
+  architecture, head = _started_from(s, previous)
+  if given is not None and given != architecture:
+    source = 'the previous phase' if s.init == 'previous' else s.init
+    raise ConfigError(
+      f'model={s.model!r} ({given.name}) but init={source} is {architecture.name}: the '
+      f'weights decide the architecture. Set --config.model={architecture.name}, leave '
+      f"model unset (None: the init's), or train from init=scratch."
+    )
+  return architecture, head
+
+
+def _started_from(s, previous: Phase | None) -> tuple[models.Architecture, str]:
+  """The architecture and head rule of a phase that starts from other weights."""
   if s.init == 'previous':
     if previous is None:
       raise ConfigError('init="previous" but this is the first phase.')
@@ -289,6 +315,8 @@ def _architecture_and_head(s, previous: Phase | None) -> tuple[models.Architectu
       )
     return previous.architecture, head
   try:
+    if s.index == 0:  # what the run needs first is loaded now, not once the workdir is written
+      pretrained.read_located(s.init)
     architecture, head_classes = pretrained.describe(s.init)
     if s.head == 'keep' and head_classes != s.num_classes:
       raise ConfigError(
@@ -298,7 +326,7 @@ def _architecture_and_head(s, previous: Phase | None) -> tuple[models.Architectu
     if pretrained.detect_format(s.init) == 'npz' and s.init not in models.KNOWN_MODELS:
       shapes = pretrained.npz_shapes(s.init)
       pretrained.check_fit(shapes, architecture.model(s.num_classes), s.head == 'keep')
-  except (FileNotFoundError, ValueError, RuntimeError) as e:
+  except (FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
     raise ConfigError(f'cannot use init={s.init!r}: {e}') from None
   return architecture, s.head or 'reset'
 
@@ -313,6 +341,21 @@ def _freeze_note(s, model) -> str | None:
   if all(mask):
     return f'freeze={s.freeze!r} matches every parameter: nothing trains in this phase.'
   return None
+
+
+def _check_pipeline(s, num_ids: int, data_shards: int) -> None:
+  """What the input pipeline would refuse at the phase's start, refused now."""
+  if s.preprocess == 'bit' and s.crop > s.resize:
+    raise ConfigError(
+      f"crop={s.crop} is larger than resize={s.resize}: 'bit' preprocessing resizes to "
+      f'resize, then crops crop out of it. Use crop <= resize (BiT-HyperRule: 160 -> 128, '
+      f'512 -> 480).'
+    )
+  if num_ids < data_shards:
+    raise ConfigError(
+      f'{num_ids} training examples cannot fill {data_shards} data shards (one per '
+      f'process by default); use more examples or fewer shards.'
+    )
 
 
 def _check_batches(s, device_count: int, data_shards: int) -> None:
@@ -380,10 +423,13 @@ def resolve_phase(
   if s.total_steps and s.lr_schedule == 'hyperrule':
     hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)  # ordered?
   architecture, s.head = _architecture_and_head(s, previous)
+  if s.model is None:
+    s.model = architecture.name
   s.multi_label = train.multi_label
   s.derived = sorted(k for k in unset if s[k] is not None)  # resolved here, not given
   s.architecture = architecture.name
   s.data_digest = _ids_digest(ids, val_ids)
+  _check_pipeline(s, len(ids), data_shards)
   _check_batches(s, device_count, data_shards)
   _check_fewshot(s)
   phase = Phase(
@@ -401,8 +447,10 @@ def resolve(
   *,
   device_count: int | None = None,
   process_count: int | None = None,
+  given: Collection[str] = (),
 ) -> Plan:
-  """The checked plan of `config` on this machine's devices and processes."""
+  """The checked plan of `config` on this machine's devices and processes. `given`: the
+  top-level fields set on the command line, refused where a phase would override them."""
   device_count = device_count or jax.device_count()
   process_count = process_count or jax.process_count()
   data_shards = config.get('data_shards') or process_count
@@ -411,7 +459,7 @@ def resolve(
       f'data_shards={data_shards} must be a multiple of the {process_count} processes.'
     )
   phases = []
-  for s in phase_configs(config):
+  for s in phase_configs(config, given):
     try:
       phases.append(
         resolve_phase(

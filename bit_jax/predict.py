@@ -49,6 +49,11 @@ def load_model(spec: str, crop=None):
   path = epath.Path(spec)
   if path.is_dir() and Workdir(path).final.exists():
     spec = os.fspath(Workdir(path).final)
+  elif path.is_dir() and any(p.exists() for p in (Workdir(path).plan, Workdir(path).checkpoints)):
+    raise ConfigError(
+      f'{spec} is a run that has not finished: no final.npz. Rerun its train command to '
+      f'finish it (it resumes), or give a checkpoint file.'
+    )
   try:
     model, params, info = pretrained.load_pretrained(spec, with_info=True)
   except (FileNotFoundError, ValueError, RuntimeError) as e:

@@ -108,7 +108,10 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
             if version == (1, 0)
             else np.lib.format.read_array_header_2_0
           )
-          shapes[member.removesuffix('.npy')] = read_header(f)[0]
+          shape, _, dtype = read_header(f)
+          if dtype.hasobject:  # np.load refuses them (they are pickles)
+            raise ValueError(f'{member} holds Python objects ({dtype}), not numbers')
+          shapes[member.removesuffix('.npy')] = shape
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise _unreadable(path, 'npz', e, 'arrays saved with np.savez') from e
   return _canonical(shapes)
@@ -137,7 +140,11 @@ def require_torch():
   try:
     import torch
   except ImportError as e:
-    raise ImportError('.pth checkpoints need torch: pip install torch==2.13.0') from e
+    raise ImportError(
+      '.pth checkpoints need torch, which is not installed: pip install torch==2.13.0 '
+      '&& pip install -e ".[torch]" (the torch extra), or convert the file to .npz where '
+      'torch is (tools/convert_checkpoint.py)'
+    ) from e
   return torch
 
 
@@ -402,9 +409,40 @@ def download(name: str, directory: Path | None = None) -> Path:
     )
   spec = models.KNOWN_MODELS[name]
   target = Path(directory or cache_dir()) / spec['filename']
-  if not target.exists():
-    fetch(spec['url'], target)  # its errors say where to put a file fetched elsewhere
+  if not target.exists():  # its errors say where to put a file fetched elsewhere
+    fetch(spec['url'], target, verify=read_npz)
   return target
+
+
+def locate(name_or_path, cache: Path | None = None) -> epath.Path:
+  """The file of a checkpoint file, published name (downloaded into `cache` on first use)
+  or hf-hub: name."""
+  path = epath.Path(name_or_path)
+  if hub.is_hub(name_or_path):
+    return epath.Path(hub.download(name_or_path))
+  if not path.exists():
+    if str(name_or_path) not in models.KNOWN_MODELS:
+      raise FileNotFoundError(
+        f'{name_or_path!r} is neither a file nor a published BiT model '
+        f'({", ".join(sorted(models.KNOWN_MODELS))}) nor {hub.PREFIX}<org>/<name>.'
+      )
+    return epath.Path(download(str(name_or_path), cache))
+  return path
+
+
+def read_located(name_or_path, cache: Path | None = None) -> tuple[epath.Path, dict]:
+  """(the file, its official-layout arrays) of a checkpoint file or name (see `locate`). A
+  cached download that cannot be read says how to fetch it again."""
+  path = locate(name_or_path, cache)
+  try:
+    return path, read_any(path)
+  except ValueError as e:
+    if str(name_or_path) not in models.KNOWN_MODELS or epath.Path(name_or_path).exists():
+      raise
+    raise ValueError(
+      f'{e} It is the cached download of {name_or_path}: delete {path} and rerun to '
+      f'download it again.'
+    ) from None
 
 
 def load_pretrained(
@@ -435,17 +473,7 @@ def load_pretrained(
       'class_names' (label i is class_names[i]) and 'image_size' (the crop it was trained
       at), None where the checkpoint does not say.
   """
-  path = epath.Path(name_or_path)
-  if hub.is_hub(name_or_path):
-    path = hub.download(name_or_path)
-  elif not path.exists():
-    if str(name_or_path) not in models.KNOWN_MODELS:
-      raise FileNotFoundError(
-        f'{name_or_path!r} is neither a file nor a published BiT model '
-        f'({", ".join(sorted(models.KNOWN_MODELS))}) nor {hub.PREFIX}<org>/<name>.'
-      )
-    path = download(str(name_or_path), cache)
-  arrays = read_any(path)
+  path, arrays = read_located(name_or_path, cache)
   architecture, head_classes = architecture_of(arrays)
   if num_classes is None:
     num_classes, keep_head = head_classes, True

@@ -82,6 +82,11 @@ def execute(
     lock = (claim or stack.enter_context(claimed(workdir.root))).lock
     services, resumed = _open(plan, workdir, stack, stop, lock, accept_changes)
     run_state = resumed[1] if resumed else RunState()
+    if resumed and _finished(plan, run_state) and workdir.results.exists():
+      if workdir.final.exists():  # a rerun of a finished run changes nothing
+        services.writer.print(f'{workdir.root} holds this run, finished; nothing to do.')
+        return files.read_json(workdir.results)
+    run_state = dataclasses.replace(run_state, plan=tuple(plan.records()))
     params = None
     for phase in plan.phases[run_state.phase :]:
       resume = resumed[0] if resumed and phase.index == run_state.phase else None
@@ -98,6 +103,10 @@ def execute(
       _write_final(plan.phases[-1], jax.device_get(params), workdir)
       files.write_json(workdir.results, results)
   return results
+
+
+def _finished(plan: Plan, run_state: RunState) -> bool:
+  return run_state.phase == len(plan.phases) - 1 and run_state.phase_done
 
 
 def _open(plan, workdir, stack, stop, lock, accept_changes):
@@ -174,11 +183,14 @@ def claimed(workdir) -> Iterator[Claim]:
 def _check_resume(
   plan: Plan, workdir: Workdir, run_state: RunState, accept_changes: Sequence[str]
 ) -> dict:
-  """Refuse to resume a run under a plan that trains differently, unless the caller accepts
-  every changed field; finished phases can never change. Returns the accepted changes."""
-  if not workdir.plan.exists():
+  """Refuse to resume a run under a plan that trains differently than the one its checkpoint
+  was made with (or, for checkpoints that do not carry it, phases.json's), unless the caller
+  accepts every changed field; phases that have trained can never change or go, nor can a
+  phase end before the step it reached. Returns the accepted changes."""
+  before = _trained_plan(workdir, run_state)
+  if before is None:
     return {}
-  found, given = fields.changes(files.read_json(workdir.plan), plan.records())
+  found, given = fields.changes(before, plan.records())
   if not found:
     return {}
   listing = '; '.join(f'{name}: {", ".join(lines)}' for name, lines in found.items())
@@ -193,19 +205,45 @@ def _check_resume(
       f'the config it was trained with, use a new workdir, or accept the change on purpose '
       f'with --accept_changes={",".join(changed)}.'
     )
-  names = [p.name for p in plan.phases]
-  done = run_state.phase + (1 if run_state.phase_done else 0)
-  finished = [name for name in found if name in names and names.index(name) < done]
-  if finished:
-    raise ConfigError(
-      f'Phase {", ".join(finished)} of {workdir.root} has finished training; '
-      f'its settings can no longer change ({listing}). Start a new workdir '
-      f'(init={workdir.final} continues from its weights).'
-    )
+  _check_acceptable(plan, workdir, run_state, before, found, listing)
   return found
 
 
+def _trained_plan(workdir: Workdir, run_state: RunState) -> list[dict] | None:
+  if run_state.plan:
+    return list(run_state.plan)
+  return files.read_json(workdir.plan) if workdir.plan.exists() else None
+
+
+def _check_acceptable(plan, workdir, run_state, before, found, listing) -> None:
+  """Accepted changes that cannot be applied are refused before anything is written."""
+  names = [p.name for p in plan.phases]
+  done = run_state.phase + (1 if run_state.phase_done else 0)
+  finished = [name for name in found if name in names and names.index(name) < done]
+  fresh = f'Start a new workdir (init={workdir.final} continues from its weights).'
+  if finished:
+    raise ConfigError(
+      f'Phase {", ".join(finished)} of {workdir.root} has finished training; '
+      f'its settings can no longer change ({listing}). {fresh}'
+    )
+  removed = [p.get('name') for p in before[: run_state.phase + 1] if p.get('name') not in names]
+  if removed or run_state.phase >= len(plan.phases):
+    raise ConfigError(
+      f'Phase {", ".join(removed)} of {workdir.root} has trained; it cannot be removed '
+      f'({listing}). {fresh}'
+    )
+  current = plan.phases[run_state.phase].settings
+  if not run_state.phase_done and current.total_steps < run_state.phase_step:
+    raise ConfigError(
+      f'Phase {current.name} of {workdir.root} has reached step {run_state.phase_step}; '
+      f'total_steps={current.total_steps} would end it before that. Use total_steps >= '
+      f'{run_state.phase_step}, or {fresh[0].lower()}{fresh[1:]}'
+    )
+
+
 def _write_plan(plan: Plan, workdir: Workdir, accepted: dict, run_state: RunState) -> None:
+  """phases.json, plan_changes.json and the ids, each written only if it changes."""
+  records = plan.records()
   if accepted:  # the record of how the run was trained keeps every change made to it
     history = files.read_json(workdir.plan_changes) if workdir.plan_changes.exists() else []
     files.write_json(
@@ -215,14 +253,17 @@ def _write_plan(plan: Plan, workdir: Workdir, accepted: dict, run_state: RunStat
         {
           'time': time.strftime('%Y-%m-%d %H:%M:%S'),
           'global_step': run_state.global_step,
-          'previous': files.read_json(workdir.plan),
+          'previous': _trained_plan(workdir, run_state),
           'changes': accepted,
         }
       ],
     )
-  files.write_json(workdir.plan, plan.records())
+  if not workdir.plan.exists() or files.read_json(workdir.plan) != records:
+    files.write_json(workdir.plan, records)
   for phase in plan.phases:
     s = phase.settings
+    if workdir.train_ids(s.name).exists() and not accepted:
+      continue  # the resume check found the same data (its digest is in the plan)
     subsets.save_ids(
       workdir.train_ids(s.name),
       phase.data.train_ids,

@@ -26,14 +26,19 @@ class RunState:
   elapsed_s: float = 0.0  # training wall time before this process started
   results: tuple = ()  # one dict per finished phase
   plateau: dict | None = None  # `schedules.Plateau` of the phase in progress
+  # The plan's records (phases.json) the run is trained with: the checkpoint carries them, so
+  # the resume check does not depend on a file beside it.
+  plan: tuple = ()
 
   def to_json(self) -> dict:
-    return {**dataclasses.asdict(self), 'results': list(self.results)}
+    return {**dataclasses.asdict(self), 'results': list(self.results), 'plan': list(self.plan)}
 
   @classmethod
   def from_json(cls, record: dict) -> 'RunState':
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if k == 'results' else v for k, v in record.items() if k in fields})
+    return cls(
+      **{k: tuple(v) if k in ('results', 'plan') else v for k, v in record.items() if k in fields}
+    )
 
 
 @dataclasses.dataclass(frozen=True)

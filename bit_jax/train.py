@@ -3,28 +3,50 @@
 The command line of `bit_jax.run`: flags, several processes, and errors as one message.
 `--dry_run` resolves and checks every phase (data, HyperRule values, init, freeze, batch
 sizes), prints the plan and exits, before anything is trained. Exit codes: 0 done (or stopped
-by SIGTERM after saving: rerun to resume), 2 a config error (nothing ran), 1 a failure while
-running (the message says what was kept).
+by SIGTERM or Ctrl-C after saving: rerun to resume), 2 a config error (nothing ran), 1 a
+failure while running (the message says what was kept), 130 a second Ctrl-C (not saved).
 
 Several processes: on Cloud TPU VM pods `jax.distributed` initialises itself; elsewhere pass
 --coordinator_address, --num_processes and --process_id.
 """
 
+import os
+import signal
+import sys
+
+
+def _stopped_starting(signum, frame):
+  del frame
+  print(
+    f'Stopped ({signal.Signals(signum).name}) while starting, before anything was written; '
+    f'rerun the same command to start.',
+    file=sys.stderr,
+    flush=True,
+  )
+  os._exit(0)  # not SystemExit: raised inside a garbage-collector callback, it is ignored
+
+
+if __name__ == '__main__':  # importing JAX and TensorFlow takes seconds: a stop then is clean
+  for _signal in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signal, _stopped_starting)
+
 # isort: off
-import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+import bit_jax.quiet_tensorflow  # noqa: E402, F401  (first: TensorFlow logs C++ lines on import)
 # isort: on
 
-import os
-import sys
-from pathlib import Path
+import difflib  # noqa: E402
+import errno  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import plan as plan_lib
-from bit_jax import run as run_lib
-from bit_jax.errors import Stopped, UserError
+from bit_jax import defaults, fields  # noqa: E402
+from bit_jax import plan as plan_lib  # noqa: E402
+from bit_jax import run as run_lib  # noqa: E402
+from bit_jax.errors import Stopped, UserError  # noqa: E402
+from bit_jax.preemption import StopRequest  # noqa: E402
 
 DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'demo.py')
 
@@ -43,6 +65,12 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0-based).')
+_PHASE = flags.DEFINE_multi_string(
+  'phase',
+  [],
+  'Override a field of one phase: --phase=<phase name>.<field>=<value>, e.g. '
+  '--phase=transfer.lr=0.01 (a top-level --config.<field> is refused where a phase sets it).',
+)
 _ACCEPT_CHANGES = flags.DEFINE_list(
   'accept_changes',
   [],
@@ -61,6 +89,15 @@ def _flag_mistake(error: BaseException) -> str:
     text = e.args[0] if e.args and isinstance(e.args[0], str) else ''
     if 'Did you mean' in text:
       return f'Unknown config field {text.replace(chr(10), ". ")} See bit_jax/defaults.py.'
+  fields = sorted(defaults.base_config())
+  for e in chain:  # a name far from every field: ml_collections says only KeyError('name')
+    if type(e) is KeyError and e.args and isinstance(e.args[0], str):
+      name = e.args[0].strip('\'"')
+      nearest = difflib.get_close_matches(name, fields, n=3, cutoff=0)
+      return (
+        f'Unknown config field {name!r}; the nearest are {", ".join(nearest)}. Every '
+        f'field and its meaning: bit_jax/defaults.py.'
+      )
   return ' '.join(str(error).split())
 
 
@@ -101,6 +138,26 @@ def print_results(results: dict, workdir: str) -> None:
   )
 
 
+def given_fields() -> set[str]:
+  """The top-level config fields set on the command line (--config.<field>=...)."""
+  overrides = config_flags.get_override_values(flags.FLAGS['config'])
+  return {key.split('.')[0] for key in overrides}
+
+
+def plan_and_run(stop: StopRequest) -> dict | None:
+  """results.json's content, or None for a dry run (which prints the plan)."""
+  if not _DRY_RUN.value:
+    run_lib.check_writable(_WORKDIR.value)
+  config = fields.with_phase_overrides(_CONFIG.value, _PHASE.value)
+  plan = plan_lib.resolve(config, given=given_fields())
+  if _DRY_RUN.value:
+    print(plan.table())
+    return None
+  if stop.requested:
+    raise Stopped('Stopped on request while planning, before anything was written; rerun.')
+  return run_lib.execute(plan, _WORKDIR.value, stop=stop, accept_changes=_ACCEPT_CHANGES.value)
+
+
 def main(argv):
   del argv
   if not _WORKDIR.value and not _DRY_RUN.value:
@@ -108,15 +165,31 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   initialize_distributed()
   try:
-    if not _DRY_RUN.value:
-      run_lib.check_writable(_WORKDIR.value)
-    plan = plan_lib.resolve(_CONFIG.value)
-    if _DRY_RUN.value:
-      print(plan.table())
-      return
-    results = run_lib.execute(plan, _WORKDIR.value, accept_changes=_ACCEPT_CHANGES.value)
+    with StopRequest() as stop:  # SIGTERM or Ctrl-C while planning: stopped, nothing written
+      results = plan_and_run(stop)
   except (UserError, Stopped) as e:
     sys.exit(report(e))
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    # A full disk that struck where no message names it (a library's own write).
+    print(
+      f'ERROR: No space left on device writing {e.filename or _WORKDIR.value}; what was saved '
+      f'before is intact. Free space, then rerun to resume.',
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print(
+      'ERROR: aborted by a second Ctrl-C, without saving; the last saved checkpoint is '
+      'intact and a rerun resumes from it.',
+      file=sys.stderr,
+      flush=True,
+    )
+    sys.exit(130)
+  if results is None:
+    return
   if jax.process_index() == 0:
     print_results(results, _WORKDIR.value)
 

@@ -224,3 +224,21 @@ def test_skip_corrupt_is_a_config_field_that_reaches_the_folder(image_folder):
   [phase] = plan.resolve(config).phases
   assert [Path(f).name for f in phase.data.train.skipped_files] == ['zz_truncated.png']
   assert phase.settings.num_examples == 4
+
+
+def test_image_folder_symlinks_that_leave_the_split_or_loop_are_left_out(image_folder, caplog):
+  root, _ = image_folder
+  outside = root / 'elsewhere'
+  _write(outside / 'x.png', np.zeros((4, 4, 3), np.uint8))
+  (root / 'train/loop').symlink_to('.')  # a class of every class's images
+  (root / 'train/ext').symlink_to(outside)  # a class from outside the split
+  (root / 'train/cat/sub').symlink_to('../..')  # a folder link inside a class
+  (root / 'train/cat/far.png').symlink_to(outside / 'x.png')
+  (root / 'train/cat/near.png').symlink_to(root / 'train/dog/c.png')  # stays in the split
+  with caplog.at_level('WARNING'):
+    train = data_sources.image_folder_source(root, 'train')
+  assert train.class_names == ('cat', 'dog', 'emu') and train.num_examples == 5
+  np.testing.assert_array_equal(train.labels(), [0, 0, 0, 1, 2])  # a, b, near; c; d
+  warned = caplog.text
+  assert 'train/loop: a symlink to' in warned and 'train/ext: a symlink to' in warned
+  assert 'Left out 2 symlinks in' in warned and 'far.png' in warned

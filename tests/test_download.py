@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -27,10 +28,11 @@ MD5 = hashlib.md5(DATA).digest()
 class Server:
   """Serves DATA like Cloud Storage (`Range`, `x-goog-hash`) unless `mode` says misbehave:
   'cut' (announce the whole body, close after half), '404', 'bad_md5', 'no_range' (answer a
-  `Range` request with the whole file)."""
+  `Range` request with the whole file), 'short' (no hash, a Content-Length 100 bytes short,
+  and only that much sent). `delay`: seconds between ten pieces of the body."""
 
   def __init__(self):
-    self.mode, self.ranges, self.sent = 'ok', [], []
+    self.mode, self.ranges, self.sent, self.delay = 'ok', [], [], 0.0
     self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _handler(self))
     self.url = f'http://127.0.0.1:{self.httpd.server_port}/bit_small_official.npz'
 
@@ -48,16 +50,21 @@ def _handler(server):
         self.send_header('Content-Range', f'bytes */{len(DATA)}')
         return self.end_headers()
       body = DATA[start or 0 :]
+      body = body[:-100] if server.mode == 'short' else body
       self.send_response(200 if start is None else 206)
       if start is not None:
         self.send_header('Content-Range', f'bytes {start}-{len(DATA) - 1}/{len(DATA)}')
       self.send_header('Content-Length', str(len(body)))
       md5 = hashlib.md5(b'other bytes').digest() if server.mode == 'bad_md5' else MD5
-      self.send_header('x-goog-hash', 'crc32c=n03x6A==')  # GCS sends two headers
-      self.send_header('x-goog-hash', f'md5={base64.b64encode(md5).decode()}')
+      if server.mode != 'short':
+        self.send_header('x-goog-hash', 'crc32c=n03x6A==')  # GCS sends two headers
+        self.send_header('x-goog-hash', f'md5={base64.b64encode(md5).decode()}')
       self.end_headers()
       body = body[: len(body) // 2] if server.mode == 'cut' else body
-      self.wfile.write(body)  # HTTP/1.0: the connection closes when this returns
+      piece = -(-len(body) // 10)
+      for i in range(0, len(body), piece):
+        time.sleep(server.delay)
+        self.wfile.write(body[i : i + piece])  # HTTP/1.0: the connection closes after
       server.sent.append(len(body))
 
     def log_message(self, *args):
@@ -163,3 +170,46 @@ def test_load_pretrained_of_a_published_name_downloads(server, tmp_path, monkeyp
   assert np.abs(np.asarray(logits) - golden['logits']).max() <= 1e-4
   pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path, num_classes=0)
   assert len(server.ranges) == 1  # the second load is cached
+
+
+def test_a_file_no_checksum_vouches_for_is_opened_before_it_is_kept(server, tmp_path, monkeypatch):
+  server.mode = 'short'  # a Content-Length that agrees with the short body: size alone passes
+  spec = dict(models.KNOWN_MODELS['BiT-S-R50x1'], url=server.url, filename='BiT-S-R50x1.npz')
+  monkeypatch.setitem(models.KNOWN_MODELS, 'BiT-S-R50x1', spec)
+  with pytest.raises(RuntimeError, match='no checksum was sent, and it does not open') as error:
+    pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path)
+  assert 'deleted; rerun to download it again' in str(error.value)
+  assert leftovers(tmp_path) == []
+  server.mode = 'ok'
+  pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path)  # fetched again, whole
+  assert (tmp_path / 'BiT-S-R50x1.npz').read_bytes() == DATA
+
+
+def test_an_unreadable_cached_checkpoint_is_named_with_the_fix(tmp_path):
+  (tmp_path / 'BiT-S-R50x1.npz').write_bytes(DATA[:-100])  # e.g. put there by hand, cut
+  with pytest.raises(ValueError) as error:
+    pretrained.load_pretrained('BiT-S-R50x1', cache=tmp_path)
+  message = str(error.value)
+  assert 'It is the cached download of BiT-S-R50x1' in message
+  assert f'delete {tmp_path / "BiT-S-R50x1.npz"} and rerun' in message
+
+
+def test_one_downloader_per_target_the_other_waits_for_its_file(server, tmp_path):
+  server.delay = 0.1  # a second long download: the two overlap
+  target = tmp_path / 'model.npz'
+  results, errors = [], []
+
+  def get():
+    try:
+      results.append(download.fetch(server.url, target, quiet=True))
+    except Exception as e:  # noqa: BLE001
+      errors.append(e)
+
+  threads = [threading.Thread(target=get) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert errors == [] and results == [target, target]
+  assert server.ranges == [None]  # one request: the second waited for the first's file
+  assert target.read_bytes() == DATA and leftovers(tmp_path) == ['model.npz']

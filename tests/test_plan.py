@@ -2,10 +2,13 @@
 ImageNet evaluated on 'validation', a fresh head for every new task), hand-computed schedules."""
 
 import math
+import sys
 
+import numpy as np
 import pytest
+from conftest import TEST_DATA
 
-from bit_jax import defaults, fields, plan, schedules
+from bit_jax import defaults, fields, models, plan, schedules
 from bit_jax.errors import ConfigError
 
 phases = plan  # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
@@ -192,3 +195,76 @@ def test_plan_table_shows_what_the_hyperrule_picked():
   assert '500' in head and '0.003 hyperrule' in head and '18->16' in head
   assert 'scratch (R14x0.5)' in head and "'^(?!head/)'" in head
   assert ', 5/class' in everything and ' 15 ' in everything and 'keep' in everything
+
+
+def test_a_top_level_setting_that_a_phase_overrides_is_refused_not_ignored():
+  two = ({'name': 'up', 'lr': 0.05, 'total_steps': 20}, {'name': 'down', 'total_steps': 30})
+  # Given on the command line: refused wherever a phase sets it, naming the phases.
+  with pytest.raises(ConfigError) as error:
+    fields.phase_configs(config(lr=0.1, phases=two), given={'lr'})
+  assert '--config.lr=0.1 does not reach phase up (0.05)' in str(error.value)
+  assert '--phase=up.lr=0.1' in str(error.value)
+  with pytest.raises(ConfigError, match=r'phases up \(20\), down \(30\)'):
+    fields.phase_configs(config(total_steps=50, phases=two), given={'total_steps'})
+  # At the top of a config (or through the API): refused when no phase can see it.
+  with pytest.raises(ConfigError, match='total_steps=50 at the top of the config reaches no'):
+    fields.phase_configs(config(total_steps=50, phases=two))
+  # A top-level value that some phase inherits, or that a phase repeats, takes effect.
+  up, down = fields.phase_configs(config(lr=0.1, phases=two))
+  assert (up.lr, down.lr) == (0.05, 0.1)
+  up, down = fields.phase_configs(config(batch_size=64, phases=two), given={'batch_size'})
+  assert up.batch_size == down.batch_size == 64
+  # The per-phase override the message suggests lands in that phase only.
+  overridden = fields.with_phase_overrides(config(phases=two), ['up.lr=0.1', 'down.freeze=^r'])
+  up, down = fields.phase_configs(overridden, given=set())
+  assert (up.lr, down.lr, up.freeze, down.freeze) == (0.1, None, '', '^r')
+  with pytest.raises(ConfigError, match='one of up, down'):
+    fields.with_phase_overrides(config(phases=two), ['middle.lr=0.1'])
+  with pytest.raises(ConfigError, match="'learning_rate' is not a field; the nearest are "):
+    fields.with_phase_overrides(config(phases=two), ['up.learning_rate=0.1'])
+
+
+def test_model_and_an_init_of_another_architecture_are_refused():
+  small = str(TEST_DATA / 'bit_small_official.npz')  # an R14x0.5
+  with pytest.raises(ConfigError, match=r"model='R50x1' \(R50x1\) but init=.* is R14x0.5"):
+    plan.resolve(tiny(init=small, model='R50x1', head='reset'))
+  # Unset, the model is the checkpoint's, and the record says which.
+  [phase] = plan.resolve(tiny(init=small, model=None)).phases
+  assert (phase.architecture.name, phase.settings.model) == ('R14x0.5', 'R14x0.5')
+  assert 'model' in phase.settings.derived
+  with pytest.raises(ConfigError, match="init='scratch' needs a model"):
+    plan.resolve(tiny(model=None))
+  later = ({'name': 'a'}, {'name': 'b', 'model': 'R26x1'})  # previous weights are an R14x0.5
+  with pytest.raises(ConfigError, match='Phase b: .*init=the previous phase is R14x0.5'):
+    plan.resolve(tiny(phases=later))
+
+
+def test_what_the_pipeline_and_the_first_phase_need_is_checked_by_the_plan(tmp_path, monkeypatch):
+  with pytest.raises(ConfigError, match='crop=20 is larger than resize=18'):
+    plan.resolve(tiny(crop=20, resize=18))
+  plan.resolve(tiny(crop=20, resize=18, preprocess='inception'))  # no resize there
+  with pytest.raises(ConfigError, match='3 training examples cannot fill 8 data shards'):
+    plan.resolve(tiny(shots=1, data_shards=8, batch_size=16))
+  objects = tmp_path / 'objects.npz'
+  np.savez(objects, **{'resnet/root_block/standardized_conv2d/kernel': np.array([{}, 1])})
+  for phases_ in ((), ({'name': 'a'}, {'name': 'b', 'init': str(objects)})):
+    init = str(objects) if not phases_ else 'scratch'
+    with pytest.raises(ConfigError, match='(Object arrays cannot be loaded|holds Python objects)'):
+      plan.resolve(tiny(init=init, model=None if not phases_ else 'R14x0.5', phases=phases_))
+  # A published name is fetched by the plan: an unreachable one is refused before any write.
+  spec = dict(models.KNOWN_MODELS['BiT-S-R50x1'], url='http://127.0.0.1:9/BiT-S-R50x1.npz')
+  monkeypatch.setitem(models.KNOWN_MODELS, 'BiT-S-R50x1', spec)
+  monkeypatch.setenv('BIT_JAX_CACHE', str(tmp_path / 'cache'))
+  with pytest.raises(ConfigError, match="cannot use init='BiT-S-R50x1': .*127.0.0.1:9"):
+    plan.resolve(tiny(init='BiT-S-R50x1', model=None))
+
+
+def test_a_pth_init_without_torch_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+  checkpoint = tmp_path / 'bit.pth'
+  checkpoint.write_bytes(b'never unpickled')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError
+  with pytest.raises(ConfigError) as error:
+    plan.resolve(tiny(init=str(checkpoint), model=None))
+  message = str(error.value)
+  assert 'need torch, which is not installed' in message and '".[torch]"' in message
+  assert '\n' not in message and error.value.__cause__ is None

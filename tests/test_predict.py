@@ -174,3 +174,12 @@ def test_saved_model_gives_bit_jax_logits_for_any_image_size_and_batch(trained, 
     assert logits.shape == (len(images), 3)
     assert np.abs(logits - expected).max() <= 1e-4, name
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_run_without_final_npz_is_named_unfinished(tmp_path):
+  from bit_jax.errors import ConfigError
+
+  (tmp_path / 'checkpoints').mkdir()  # a run stopped before its end
+  (tmp_path / 'phases.json').write_text('[]')
+  with pytest.raises(ConfigError, match='is a run that has not finished: no final.npz'):
+    predict.load_model(str(tmp_path))
