@@ -90,7 +90,9 @@ class PhaseLoop:
         and not last
         and self._evaluate(train_state, run_state)
       )
-      if stop or (s.checkpoint_every and done % s.checkpoint_every == 0 and not last):
+      # An early stop's step is saved once, by `finish` (checkpoints are named by step).
+      periodic = s.checkpoint_every and done % s.checkpoint_every == 0 and not last and not early
+      if stop or periodic:
         self.save(train_state, run_state)
       if stop:
         return train_state, run_state, 'stopped'

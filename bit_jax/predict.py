@@ -5,7 +5,9 @@
     python -m bit_jax.predict --model=/tmp/run --images=tfds:cifar10/test --data_dir=...
     python -m bit_jax.predict --model=/tmp/run --images=train/ --features=train_features.npz
 
-`--model`: a run's workdir (its final.npz), an .npz, a published BiT name or an hf-hub: name.
+`--model`: a run's workdir (its final.npz, the last phase's weights), `<workdir>:<phase>` (that
+phase's, e.g. `/tmp/bit_demo:transfer`), an .npz, a timm folder, a published BiT name or an
+hf-hub: name.
 `--images`: a folder (searched recursively), a glob, or a TFDS split (`tfds:<name>/<split>`).
 Preprocessing is the run's evaluation: the image resized to the crop the model was trained
 at (stored in a run's final.npz; `--crop` otherwise, 224 for published checkpoints), values
@@ -32,19 +34,45 @@ import tqdm
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import data_sources, files, input_pipeline, pretrained
+from bit_jax import data_sources, files, hub, input_pipeline, pretrained
 from bit_jax.errors import ConfigError, UserError
 from bit_jax.run_state import Workdir
 
 UPSTREAM_CROP = 224  # the resolution BiT-S and BiT-M were pre-trained at
+MODEL_HELP = (
+  "A run's workdir (its last phase), <workdir>:<phase>, an .npz, a timm folder, a published "
+  'BiT name or hf-hub:<org>/<name>.'
+)
 LAYERS = ('pre_logits', 'logits', 'stem', 'stage1', 'stage2', 'stage3', 'stage4')
 
 
+def locate(spec: str) -> tuple[str, Workdir | None, str | None]:
+  """(the checkpoint to load, the run's workdir, the phase) of `--model`: a workdir (its
+  final.npz: the last phase), `<workdir>:<phase>` (that phase's `<phase>.npz`), or a
+  checkpoint or published name (no workdir, no phase)."""
+  root, sep, phase = spec.rpartition(':')
+  if sep and root and '/' not in phase and not hub.is_hub(spec) and Workdir(root).plan.exists():
+    workdir = Workdir(root)
+    path = workdir.phase_weights(phase)
+    if not path.exists():
+      names = [r['name'] for r in files.read_json(workdir.plan)]
+      done = [n for n in names if workdir.phase_weights(n).exists()]
+      raise ConfigError(
+        f'--model={spec}: {root} has no weights of phase {phase!r} (its phases: '
+        f'{", ".join(names)}; finished: {", ".join(done) or "none yet"}).'
+      )
+    return os.fspath(path), workdir, phase
+  workdir = Workdir(spec)
+  if workdir.root.is_dir() and workdir.final.exists():
+    last = files.read_json(workdir.plan)[-1]['name'] if workdir.plan.exists() else None
+    return os.fspath(workdir.final), workdir, last
+  return spec, None, None
+
+
 def load_model(spec: str, crop=None):
-  """(model, params, class names, crop) of a run's workdir, a checkpoint or a published name."""
-  path = epath.Path(spec)
-  if path.is_dir() and Workdir(path).final.exists():
-    spec = os.fspath(Workdir(path).final)
+  """(model, params, class names, crop) of a run's workdir (`<workdir>:<phase>` for one
+  phase), a checkpoint or a published name."""
+  spec = locate(spec)[0]
   try:
     model, params, info = pretrained.load_pretrained(spec, with_info=True)
   except (FileNotFoundError, ValueError, RuntimeError) as e:
@@ -194,9 +222,7 @@ def confusion_png(logits, labels, class_names) -> bytes:
 
 
 def define_flags():
-  flags.DEFINE_string(
-    'model', None, "A run's workdir, an .npz, a published BiT name or hf-hub:<org>/<name>."
-  )
+  flags.DEFINE_string('model', None, MODEL_HELP)
   flags.DEFINE_string('images', None, 'A folder, a glob, or tfds:<name>/<split>.')
   flags.DEFINE_string('out', 'predictions.csv', 'The CSV of predictions.')
   flags.DEFINE_string('features', None, 'Also write the features of --layer to this .npz.')
