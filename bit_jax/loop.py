@@ -114,7 +114,7 @@ class PhaseLoop:
       'steps': run_state.phase_step,
       'examples_seen': run_state.examples_seen,
     }
-    writer.write(run_state.global_step, **metrics)
+    writer.write(run_state.global_step, phase=s.name, **metrics)
     writer.print(
       f'[{s.name}] final: '
       + '  '.join(
@@ -179,7 +179,7 @@ class PhaseLoop:
     """Evaluate and log; True when early stopping ends the phase."""
     s = self.settings
     metrics = evaluators_lib.evaluate(self.evaluators, train_state['params'])
-    self.services.writer.write(run_state.global_step, **metrics)
+    self.services.writer.write(run_state.global_step, phase=s.name, **metrics)
     self.services.writer.print(
       f'[{s.name}] eval: '
       + '  '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))

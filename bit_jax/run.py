@@ -122,6 +122,8 @@ def _open(plan, workdir, stack, stop, lock, accept_changes):
     )
   if writer.enabled:
     _write_plan(plan, workdir, accepted, run_state)
+    if not resumed or accepted:  # once per plan: TensorBoard shows each phase's settings
+      writer.write_plan(plan.records(), run_state.global_step)
   started_at = time.perf_counter() - run_state.elapsed_s
   services = Services(DataParallel(), checkpoints, writer, stop, lock, plan.data_shards, started_at)
   return services, resumed
