@@ -21,9 +21,17 @@ from ml_collections import config_flags
 from bit_jax import metrics
 from bit_jax import plan as plan_lib
 from bit_jax import run as run_lib
-from bit_jax.errors import Stopped, UserError
+from bit_jax.errors import ConfigError, Stopped, UserError
 
-DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'demo.py')
+
+def _demo_config() -> Path:
+  """configs/demo.py of a clone, else the copy an installed package ships (bit_jax/configs)."""
+  here = Path(__file__).resolve()
+  beside = here.parents[1] / 'configs' / 'demo.py'
+  return beside if beside.exists() else here.parent / 'configs' / 'demo.py'
+
+
+DEMO_CONFIG = str(_demo_config())
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
@@ -105,6 +113,12 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   initialize_distributed()
   try:
+    if not flags.FLAGS['config'].present and not Path(DEMO_CONFIG).exists():
+      raise ConfigError(
+        f'No --config given and the demo config is not installed ({DEMO_CONFIG}). Pass '
+        f'--config=<a config .py>, e.g. configs/demo.py or configs/bit_hyperrule.py of a '
+        f'clone of bit_jax.'
+      )
     if not _DRY_RUN.value:
       run_lib.check_writable(_WORKDIR.value)
     plan = plan_lib.resolve(_CONFIG.value)
