@@ -2,7 +2,8 @@
 
 The command line of `bit_jax.run`: flags, several processes, and errors as one message.
 `--dry_run` resolves and checks every phase (data, HyperRule values, init, freeze, batch
-sizes), prints the plan and exits, before anything is trained. Exit codes: 0 done (or stopped
+sizes), prints the plan, each phase's whole schedule (warmup, decays, total) and the HyperRule
+regime its data put it in (and why), and exits, before anything is trained. Exit codes: 0 done (or stopped
 by SIGTERM after saving: rerun to resume), 2 a config error (nothing ran), 1 a failure while
 running (the message says what was kept).
 
@@ -18,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bit_jax import metrics
+from bit_jax import hyperrule, metrics, schedules
 from bit_jax import plan as plan_lib
 from bit_jax import run as run_lib
 from bit_jax.errors import ConfigError, Stopped, UserError
@@ -106,6 +107,17 @@ def print_results(results: dict, workdir: str) -> None:
   )
 
 
+def schedule_lines(plan) -> str:
+  """Per phase: its whole schedule, and the HyperRule regime its data put it in, and why."""
+  lines = []
+  for phase in plan.phases:
+    s = phase.settings
+    image_hw = hyperrule.image_size(s.dataset, s.data_dir)  # metadata only; None: not shown
+    lines.append(f'{s.name}: {schedules.describe(s)}')
+    lines.append(f'{" " * len(s.name)}  {schedules.hyperrule_note(s, image_hw)}')
+  return '\n'.join(lines)
+
+
 def main(argv):
   del argv
   if not _WORKDIR.value and not _DRY_RUN.value:
@@ -124,6 +136,7 @@ def main(argv):
     plan = plan_lib.resolve(_CONFIG.value)
     if _DRY_RUN.value:
       print(plan.table())
+      print(schedule_lines(plan))
       return
     results = run_lib.execute(plan, _WORKDIR.value, accept_changes=_ACCEPT_CHANGES.value)
   except (UserError, Stopped) as e:
