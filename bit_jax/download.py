@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import tqdm
+from bit_jax import progress
 
 CHUNK = 1 << 20
 
@@ -69,15 +69,14 @@ def fetch(
         file=sys.stderr,
         flush=True,
       )
-    bar = tqdm.tqdm(
+    bar = progress.bar(
       total=total,
       initial=kept,
       unit='B',
       unit_scale=True,
       unit_divisor=1024,
       desc=target.name,
-      disable=quiet,
-      file=sys.stderr,
+      quiet=quiet,
     )
     try:
       with bar, open(part, 'ab' if kept else 'wb') as f:

@@ -17,7 +17,7 @@ then creates that hub repo (if needed), uploads the folder and prints its URL; t
 `timm.create_model('hf-hub:org/name', pretrained=True)` loads it. `--format=onnx`: see
 bit_jax/onnx_export.py.
 
-SavedModel: the serving signature takes uint8 images of any height, width and batch size
+SavedModel: the serving signature takes uint8 images of any height, width and batch size (0 too)
 (`images: uint8 [batch, height, width, 3]`), does the run's evaluation preprocessing itself
 (bilinear resize to the crop the model was trained at, values to [-1, 1]) and returns
 `logits` and `probabilities` ([batch, classes], float32). The class names ride along:
@@ -80,7 +80,12 @@ def export(
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
     def serve(self, images):
-      logits = self._logits(self.params, preprocess(images, crop))
+      # jax2tf's polymorphic batch is >= 1; an empty batch gets empty outputs without it.
+      logits = tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: self._logits(self.params, preprocess(images, crop)),
+        lambda: tf.zeros([0, model.num_classes], tf.float32),
+      )
       return {'logits': logits, 'probabilities': tf.nn.softmax(logits)}
 
   out = epath.Path(out)

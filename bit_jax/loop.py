@@ -84,6 +84,7 @@ class PhaseLoop:
       stop = not last and self._stop_now(done)
       if done % s.log_every == 0 or last or stop:
         self._log(line, run_state, lr)
+      paused = time.perf_counter()  # evaluations and saves are not training speed
       early = (
         s.eval_every
         and done % s.eval_every == 0
@@ -94,6 +95,7 @@ class PhaseLoop:
       periodic = s.checkpoint_every and done % s.checkpoint_every == 0 and not last and not early
       if stop or periodic:
         self.save(train_state, run_state)
+      line.exclude(time.perf_counter() - paused)
       if stop:
         return train_state, run_state, 'stopped'
       if early:

@@ -43,7 +43,8 @@ class MetricWriter:
     if phase not in self._runs:  # TensorBoard's writer: pure Python, any filesystem TF reaches
       from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-      self._runs[phase] = EventFileWriter(str(self.tensorboard_dir / phase))
+      # Flushed every 30 s and at the end, not per record: on gs:// each flush re-uploads.
+      self._runs[phase] = EventFileWriter(str(self.tensorboard_dir / phase), flush_secs=30)
     return self._runs[phase]
 
   def _summary(self, phase: str, step: int, values) -> None:
@@ -55,7 +56,6 @@ class MetricWriter:
       value=[summary_pb2.Summary.Value.FromString(v.SerializeToString()) for v in values]
     )
     self._run(phase).add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-    self._run(phase).flush()
 
   def write(self, step: int, *, phase: str, **scalars) -> None:
     if not self.enabled:
@@ -113,11 +113,17 @@ class MetricWriter:
 
 
 class ProgressLine:
-  """The live line: step/total, loss, lr, images/s and ETA, measured between two reports."""
+  """The live line: step/total, loss, lr, images/s and ETA, measured between two reports over
+  training time only (`exclude` takes out evaluations and saves, which would otherwise halve
+  the rate and double the ETA of the report after them)."""
 
   def __init__(self, total_steps: int, batch_size: int, start_step: int = 0):
     self.total, self.batch_size = total_steps, batch_size
     self._step, self._time = start_step, time.perf_counter()
+
+  def exclude(self, seconds: float) -> None:
+    """Leave `seconds` spent on something other than training out of the next rate."""
+    self._time += seconds
 
   def line(self, step: int, loss: float, lr: float, prefix: str = '') -> tuple[str, float]:
     now = time.perf_counter()

@@ -30,11 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
-import tqdm
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import data_sources, files, hub, input_pipeline, pretrained
+from bit_jax import data_sources, files, hub, input_pipeline, pretrained, progress
 from bit_jax.errors import ConfigError, UserError
 from bit_jax.run_state import Workdir
 
@@ -159,9 +158,7 @@ def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, qui
     source, global_batch_size=batch_size, crop=crop, process_index=0, process_count=1
   )
   logits, features, labels, ids = [], [], [], []
-  for batch in tqdm.tqdm(
-    batches, total=len(batches), desc='predict', unit='batch', disable=quiet, file=sys.stderr
-  ):
+  for batch in progress.bar(batches, total=len(batches), desc='predict', unit='batch', quiet=quiet):
     out, intermediates = apply(params, jnp.asarray(batch['image']))
     mask = batch['mask']
     logits.append(np.asarray(out, np.float32)[mask])
@@ -195,26 +192,54 @@ def accuracy(logits, labels, k: int) -> float:
   return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
-def confusion_png(logits, labels, class_names) -> bytes:
+def confusion(logits, labels, num_classes: int) -> np.ndarray:
+  """Counts [label, predicted] of the top-1 predictions."""
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
+  return matrix
+
+
+def per_label(matrix) -> np.ndarray:
+  """Each row divided by its label's images (a row without images stays 0): the diagonal is
+  each class's recall, whatever the class sizes."""
+  totals = matrix.sum(axis=1, keepdims=True)
+  return np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+
+
+def confusion_figure(logits, labels, class_names, title: str = ''):
+  """The matplotlib figure: cells coloured by the per-label fraction, labelled with counts
+  (white on the dark cells), titled with the top-1 accuracy."""
   import matplotlib
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   n = len(class_names)
-  matrix = np.zeros((n, n), np.int64)
-  np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
-  size = min(2 + 0.4 * n, 20)
-  fig, ax = plt.subplots(figsize=(size, size), dpi=100)
-  ax.imshow(matrix, cmap='Blues')
+  matrix = confusion(logits, labels, n)
+  fractions = per_label(matrix)
+  size = min(3 + 0.4 * n, 20)
+  fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+  image = ax.imshow(fractions, cmap='Blues', vmin=0, vmax=1)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the label's images")
   if n <= 30:
     ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
     ax.set_yticks(range(n), class_names, fontsize=7)
     for (i, j), count in np.ndenumerate(matrix):
-      ax.text(j, i, str(count), ha='center', va='center', fontsize=6)
+      color = 'white' if fractions[i, j] > 0.5 else 'black'
+      ax.text(j, i, str(count), ha='center', va='center', fontsize=6, color=color)
+  accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+  heading = f'top-1 {accuracy:.2%} on {matrix.sum()} images; rows normalised per label'
+  ax.set_title(f'{title}\n{heading}' if title else heading, fontsize=9)
   ax.set_xlabel('predicted')
   ax.set_ylabel('label')
   fig.tight_layout()
+  return fig
+
+
+def confusion_png(logits, labels, class_names, title: str = '') -> bytes:
+  import matplotlib.pyplot as plt
+
+  fig = confusion_figure(logits, labels, class_names, title)
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png')
   plt.close(fig)
@@ -281,7 +306,8 @@ def main(argv):
       f'{int(known.sum())} labelled images'
     )
     png = os.path.splitext(FLAGS.out)[0] + '.confusion.png'
-    files.write_atomic(png, confusion_png(logits[known], labels[known], class_names))
+    title = f'{FLAGS.model} on {FLAGS.images}'
+    files.write_atomic(png, confusion_png(logits[known], labels[known], class_names, title))
     print(f'confusion matrix -> {png}')
 
 
