@@ -138,9 +138,8 @@ def _init_text(records, index) -> str:
   return f'the weights of phase {" <- ".join(chain)} of the same run (which began from {start})'
 
 
-def export_timm(spec, model_params, out, repo_id=None) -> epath.Path:
-  model, params, class_names, crop = model_params
-  del model
+def export_timm(spec, params, class_names, crop: int, out, repo_id=None) -> epath.Path:
+  """The timm folder of `params`, its model card filled from the run `spec` names."""
   return timm_folder.write(
     out,
     pretrained.params_to_npz(params),
@@ -179,10 +178,9 @@ def run_export(
 
   if push_to_hub and fmt != 'timm':
     raise ConfigError('--push_to_hub uploads a timm folder: add --format=timm.')
-  loaded = predict.load_model(spec, crop)
-  model, params, class_names, crop = loaded
+  model, params, class_names, crop = predict.load_model(spec, crop)
   if fmt == 'timm':
-    path = export_timm(spec, loaded, out, push_to_hub)
+    path = export_timm(spec, params, class_names, crop, out, push_to_hub)
     lines = [f'timm folder -> {path}: {timm_folder.summary(path)}']
     if push_to_hub:
       lines.append(f'Pushed {path} to {hub.push(path, push_to_hub, private=private)}')

@@ -65,6 +65,11 @@ def locate(spec: str) -> tuple[str, Workdir | None, str | None]:
   if workdir.root.is_dir() and workdir.final.exists():
     last = files.read_json(workdir.plan)[-1]['name'] if workdir.plan.exists() else None
     return os.fspath(workdir.final), workdir, last
+  if workdir.root.is_dir() and workdir.plan.exists():  # a run that has not finished
+    names = [r['name'] for r in files.read_json(workdir.plan)]
+    done = [n for n in names if workdir.phase_weights(n).exists()]
+    hint = f'; its finished phases: --model={spec}:{done[-1]}' if done else ''
+    raise ConfigError(f'--model={spec}: the run has no final.npz yet (not finished){hint}.')
   return spec, None, None
 
 

@@ -101,6 +101,12 @@ def test_every_phase_keeps_its_weights_and_checkpoints_are_named_by_step(trained
   )
   with pytest.raises(ConfigError, match=r"no weights of phase 'third' \(its phases: first, second"):
     predict.load_model(f'{workdir}:third')
+  (workdir / 'final.npz').rename(workdir / 'final.kept')  # as if the run had not finished
+  try:
+    with pytest.raises(ConfigError, match=rf'not finished\); .*--model={workdir}:second'):
+      predict.load_model(str(workdir))
+  finally:
+    (workdir / 'final.kept').rename(workdir / 'final.npz')
   # The first phase's weights, as predict reads them, score what the run measured for them.
   done = cli(
     'bit_jax.predict',
