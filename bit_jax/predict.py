@@ -231,7 +231,7 @@ def confusion_figure(logits, labels, class_names, title: str = ''):
     ax.set_yticks(range(n), class_names, fontsize=7)
     for (i, j), count in np.ndenumerate(matrix):
       color = 'white' if fractions[i, j] > 0.5 else 'black'
-      ax.text(j, i, str(count), ha='center', va='center', fontsize=6, color=color)
+      ax.text(j, i, str(count), ha='center', va='center', fontsize=8 if n <= 15 else 6, color=color)
   accuracy = np.trace(matrix) / max(matrix.sum(), 1)
   heading = f'top-1 {accuracy:.2%} on {matrix.sum()} images; rows normalised per label'
   ax.set_title(f'{title}\n{heading}' if title else heading, fontsize=9)

@@ -118,6 +118,7 @@ def test_every_phase_keeps_its_weights_and_checkpoints_are_named_by_step(trained
   assert f'top-1 {results["phases"][0]["test_top1"]:.4f}' in done.stdout, (done.stdout, results)
 
 
+@pytest.mark.slow  # ~40-60 s on 2 busy cores: timm and torch on top of the run
 def test_timm_folder_gives_bit_jax_logits_in_timm_and_reads_back(trained, tmp_path):
   workdir, _, results = trained
   out = tmp_path / 'timm'
@@ -201,6 +202,7 @@ def random_official(architecture, num_classes, seed=0):
   return arrays
 
 
+@pytest.mark.slow  # ~40-60 s on 2 busy cores: timm and torch on top of the run
 def test_a_published_bit_size_is_timms_own_bit_model(tmp_path):
   arrays = random_official(models.Architecture.from_name('R50x1'), 5)
   names = ('a', 'b', 'c', 'd', 'e')
