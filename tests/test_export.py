@@ -19,8 +19,8 @@ from conftest import REPO
 from PIL import Image
 from test_train import tiny_config
 
-from bit_jax import data_sources, export, models, predict, pretrained, run, timm_folder
-from bit_jax.errors import ConfigError
+from bit_jax import data_sources, export, hub, models, predict, pretrained, run, timm_folder
+from bit_jax.errors import ConfigError, RunError
 
 CLASSES = ('zero', 'one', 'two')
 PHASES = (
@@ -241,3 +241,19 @@ def test_onnx_gives_bit_jax_logits_for_any_batch_and_image_size(trained, tmp_pat
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
   empty = session.run(None, {'images': np.zeros((0, 16, 16, 3), np.uint8)})
   assert [a.shape for a in empty] == [(0, 3), (0, 3)]
+
+
+def test_a_failed_push_says_what_to_do_and_keeps_the_folder(tmp_path, monkeypatch):
+  import types
+
+  from huggingface_hub import HfApi, errors
+
+  def refused(self, repo_id, **kwargs):
+    response = types.SimpleNamespace(status_code=401, headers={}, request=None)
+    raise errors.HfHubHTTPError('401 Client Error: Unauthorized', response=response)
+
+  monkeypatch.setattr(HfApi, 'create_repo', refused)
+  (tmp_path / 'config.json').write_text('{}')
+  with pytest.raises(RunError, match=r'Could not push .* me/my-bit .*hf auth login.*kept'):
+    hub.push(tmp_path, 'me/my-bit')
+  assert (tmp_path / 'config.json').exists()
