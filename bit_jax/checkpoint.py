@@ -1,9 +1,11 @@
 """orbax checkpoints of a run: the train state plus the `RunState` as JSON.
 
-Checkpoints are numbered by save (1, 2, 3, ...), not by step: a number is never reused, so a
-save never has to delete the checkpoint it replaces. orbax commits a new checkpoint before it
-removes the oldest beyond `keep`, so with any `keep` a kill at any moment leaves at least one
-restorable checkpoint. Every process calls `save`/`restore`, as orbax requires on several
+Checkpoint folders are named by the run's global step (`checkpoints/<step>`), as orbax and the
+Flax examples name them. The loop saves a step at most once (the end of a phase, with its final
+evaluation, is saved only by `PhaseLoop.finish`) and steps only grow, so a number is never
+reused and a save never has to delete the checkpoint it replaces. orbax commits a new
+checkpoint before it removes the oldest beyond `keep`, so with any `keep` a kill at any moment
+leaves at least one restorable checkpoint. Every process calls `save`/`restore`, as orbax requires on several
 hosts.
 
 The state is data-parallel, so every process holds all of it: it is saved as host (numpy)
@@ -42,7 +44,7 @@ class Checkpoints:
     self._last = self.manager.latest_step()
 
   def latest(self) -> tuple[int, RunState] | None:
-    """(number, run state) of the newest checkpoint, or None."""
+    """(global step, run state) of the newest checkpoint, or None."""
     if self._last is None:
       return None
     record = self.manager.restore(
@@ -51,8 +53,9 @@ class Checkpoints:
     return self._last, RunState.from_json(record)
 
   def save(self, train_state, run_state: RunState) -> int:
-    """Save under the next number; returns it."""
-    number = (self._last or 0) + 1
+    """Save as `checkpoints/<global step>`; returns the step. (A workdir from before
+    checkpoints were named by step holds smaller save numbers: the new ones follow them.)"""
+    number = max(run_state.global_step, (self._last or 0) + 1)
     state = jax.device_get(train_state)
     try:
       self._check_space(state)
@@ -67,11 +70,11 @@ class Checkpoints:
       good = (
         'no checkpoint was saved before'
         if self._last is None
-        else f'checkpoint {self._last} (step {self.latest()[1].global_step}) is intact and a '
+        else f'the checkpoint of step {self.latest()[1].global_step} is intact and a '
         f'rerun resumes from it'
       )
       raise RunError(
-        f'Could not save checkpoint {number} in {self.directory} '
+        f'Could not save the checkpoint of step {run_state.global_step} in {self.directory} '
         f'({type(e).__name__}: {e}); {good}. Free space or fix the directory, '
         f'then rerun.'
       ) from e

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import tqdm
+from bit_jax import progress
 
 CHUNK = 1 << 20
 
@@ -131,15 +131,14 @@ def _receive(url, response, part: Path, target: Path, span, quiet: bool) -> None
       file=sys.stderr,
       flush=True,
     )
-  bar = tqdm.tqdm(
+  bar = progress.bar(
     total=total,
     initial=kept,
     unit='B',
     unit_scale=True,
     unit_divisor=1024,
     desc=target.name,
-    disable=quiet,
-    file=sys.stderr,
+    quiet=quiet,
   )
   try:
     with bar, open(part, 'ab' if kept else 'wb') as f:

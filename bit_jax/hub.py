@@ -4,7 +4,9 @@
 
 `hf-hub:<org>/<name>` is timm's spelling. The repo's `model.safetensors` (a timm state_dict)
 comes through `huggingface_hub`, with its cache, progress bar and offline mode
-(HF_HUB_OFFLINE=1: the cache only); `pretrained` reads it like any local `.safetensors`.
+(HF_HUB_OFFLINE=1: the cache only); `pretrained` reads it like any local `.safetensors`, and
+its config.json (label names, input size), where it has one. `push` uploads a folder (the
+timm folder `bit_jax.export --format=timm` writes) to a repo, created if needed.
 """
 
 import os
@@ -12,11 +14,21 @@ from pathlib import Path
 
 PREFIX = 'hf-hub:'
 FILENAME = 'model.safetensors'
+CONFIG = 'config.json'
 EXAMPLE = 'hf-hub:timm/resnetv2_50x1_bit.goog_in21k'
 
 
 def is_hub(name) -> bool:
   return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def download_config(name: str) -> Path | None:
+  """The repo's config.json (timm's: label names, input size) beside its weights in the
+  cache, or None when the repo has none or it cannot be had."""
+  try:
+    return download(name, CONFIG)
+  except (FileNotFoundError, RuntimeError):
+    return None
 
 
 def download(name: str, filename: str = FILENAME) -> Path:
@@ -64,3 +76,27 @@ def download(name: str, filename: str = FILENAME) -> Path:
     ) from e
   finally:
     constants.HF_HUB_OFFLINE = was_offline
+
+
+def push(folder, repo_id: str, *, private: bool = False) -> str:
+  """Upload `folder` to the hub model repo `repo_id` (created if missing); returns its URL.
+  The token is huggingface_hub's (`hf auth login` or HF_TOKEN)."""
+  from huggingface_hub import HfApi, errors
+
+  from bit_jax.errors import RunError
+
+  api = HfApi()
+  try:
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(
+      repo_id=url.repo_id,
+      folder_path=os.fspath(folder),
+      commit_message='Upload a BiT model exported by bit_jax',
+    )
+  except (errors.HfHubHTTPError, OSError, ValueError) as e:
+    raise RunError(
+      f'Could not push {folder} to the Hugging Face hub repo {repo_id} ({type(e).__name__}: '
+      f'{e}). Log in with `hf auth login` (or set HF_TOKEN) with write access, check the '
+      f'name, then rerun; the folder is kept.'
+    ) from None
+  return str(url)

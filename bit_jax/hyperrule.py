@@ -100,6 +100,31 @@ def schedule(num_examples: int) -> Schedule:
   return Schedule(500, (6000, 12_000, 18_000), 20_000)
 
 
+def regime(num_examples: int) -> str:
+  """Which schedule the rule picks for `num_examples`, and why, e.g. '5,085 examples < 20k:
+  500 steps (warmup 100, /10 after 200, 300, 400), no MixUp'."""
+  if num_examples < SMALL_DATASET_LIMIT:
+    why = f'{num_examples:,} examples < {SMALL_DATASET_LIMIT // 1000}k'
+  elif num_examples < MEDIUM_DATASET_LIMIT:
+    why = f'{num_examples:,} examples in [{SMALL_DATASET_LIMIT // 1000}k, {MEDIUM_DATASET_LIMIT // 1000}k)'
+  else:
+    why = f'{num_examples:,} examples >= {MEDIUM_DATASET_LIMIT // 1000}k'
+  rule, alpha = schedule(num_examples), mixup_alpha(num_examples)
+  decays = ', '.join(f'{b:,}' for b in rule.decay_boundaries)
+  mixup = f'MixUp alpha {alpha:g}' if alpha else 'no MixUp'
+  return (
+    f'{why}: {rule.total_steps:,} steps (warmup {rule.warmup_steps:,}, /10 after {decays}), {mixup}'
+  )
+
+
+def resolution_regime(image_hw: Sequence[int], rule: str = 'official') -> str:
+  """'8x8 images (area < 96x96): 160->128' and the like."""
+  height, width = image_hw
+  resize, crop = resolution(image_hw, rule)
+  relation = '<' if height * width < SMALL_IMAGE_AREA else '>='
+  return f'{height}x{width} images (area {relation} 96x96): {resize}->{crop}'
+
+
 def mixup_alpha(num_examples: int) -> float:
   """MixUp Beta(alpha, alpha) parameter: none for small datasets, 0.1 otherwise."""
   return 0.0 if num_examples < SMALL_DATASET_LIMIT else 0.1

@@ -84,14 +84,18 @@ class PhaseLoop:
       stop = not last and self._stop_now(done)
       if done % s.log_every == 0 or last or stop:
         self._log(line, run_state, lr)
+      paused = time.perf_counter()  # evaluations and saves are not training speed
       early = (
         s.eval_every
         and done % s.eval_every == 0
         and not last
         and self._evaluate(train_state, run_state)
       )
-      if stop or (s.checkpoint_every and done % s.checkpoint_every == 0 and not last):
+      # An early stop's step is saved once, by `finish` (checkpoints are named by step).
+      periodic = s.checkpoint_every and done % s.checkpoint_every == 0 and not last and not early
+      if stop or periodic:
         self.save(train_state, run_state)
+      line.exclude(time.perf_counter() - paused)
       if stop:
         return train_state, run_state, 'stopped'
       if early:
@@ -112,7 +116,7 @@ class PhaseLoop:
       'steps': run_state.phase_step,
       'examples_seen': run_state.examples_seen,
     }
-    writer.write(run_state.global_step, **metrics)
+    writer.write(run_state.global_step, phase=s.name, **metrics)
     writer.print(
       f'[{s.name}] final: '
       + '  '.join(
@@ -177,7 +181,7 @@ class PhaseLoop:
     """Evaluate and log; True when early stopping ends the phase."""
     s = self.settings
     metrics = evaluators_lib.evaluate(self.evaluators, train_state['params'])
-    self.services.writer.write(run_state.global_step, **metrics)
+    self.services.writer.write(run_state.global_step, phase=s.name, **metrics)
     self.services.writer.print(
       f'[{s.name}] eval: '
       + '  '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))

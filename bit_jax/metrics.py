@@ -1,5 +1,12 @@
 """Where a run's numbers go: `metrics.jsonl`, TensorBoard summaries and a live progress line.
 
+TensorBoard: one run per phase (`tensorboard/<phase>/`), so phases overlay on one global-step
+axis; each holds the phase's resolved settings as text ('plan') and as hparams. Scalars are
+written as classic `simple_value` summaries, which both `EventAccumulator(...).Scalars('loss')`
+and TensorBoard's own readers (tensorboard.data, which migrates them) find; tf.summary, flax's
+writer and clu's metric writers write tensor summaries, which `Scalars` does not. Counts (ints:
+`test_examples`, ...) are bookkeeping: metrics.jsonl keeps them, TensorBoard does not plot them.
+
 Only process 0 writes; the other processes get a writer that does nothing, so the loop needs
 no `if process_index == 0` of its own.
 """
@@ -9,16 +16,21 @@ import json
 import sys
 import time
 
+import numpy as np
 from etils import epath
 
 from bit_jax.errors import RunError
+
+
+def is_count(value) -> bool:
+  return isinstance(value, (bool, int, np.integer))
 
 
 class MetricWriter:
   def __init__(self, metrics_file, tensorboard_dir, *, enabled: bool = True):
     self.enabled = enabled
     self.tensorboard_dir = epath.Path(tensorboard_dir)
-    self._tensorboard = None
+    self._runs = {}  # phase name -> its TensorBoard event file writer
     self._files = contextlib.ExitStack()
     if enabled:
       metrics_file = epath.Path(metrics_file)
@@ -30,27 +42,43 @@ class MetricWriter:
       except OSError as e:
         raise self._unwritable(e) from None
 
-  @property
-  def tensorboard(self):
-    if self._tensorboard is None:  # importing TensorFlow's summary ops is slow; do it lazily
-      from flax.metrics import tensorboard
+  def _run(self, phase: str):
+    if phase not in self._runs:  # TensorBoard's writer: pure Python, any filesystem TF reaches
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-      self._tensorboard = tensorboard.SummaryWriter(str(self.tensorboard_dir))
-    return self._tensorboard
+      # Flushed every 30 s and at the end, not per record: on gs:// each flush re-uploads.
+      self._runs[phase] = EventFileWriter(str(self.tensorboard_dir / phase), flush_secs=30)
+    return self._runs[phase]
 
-  def write(self, step: int, **scalars) -> None:
+  def _summary(self, phase: str, step: int, values) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    # The plugins' helpers build TensorFlow's proto classes when TensorFlow is installed; the
+    # event writer takes TensorBoard's own, so every value is carried over as bytes.
+    summary = summary_pb2.Summary(
+      value=[summary_pb2.Summary.Value.FromString(v.SerializeToString()) for v in values]
+    )
+    self._run(phase).add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+  def write(self, step: int, *, phase: str, **scalars) -> None:
     if not self.enabled:
       return
     record = {
       'step': step,
-      **{k: v if isinstance(v, str) else float(v) for k, v in scalars.items()},
+      'phase': phase,
+      **{k: int(v) if is_count(v) else float(v) for k, v in scalars.items()},
     }
     try:
       self._jsonl.write(json.dumps(record) + '\n')
       self._jsonl.flush()
-      for name, value in scalars.items():
-        if not isinstance(value, str):
-          self.tensorboard.scalar(name, float(value), step)
+      from tensorboard.compat.proto import summary_pb2
+
+      values = [
+        summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+        for name, value in scalars.items()
+        if not is_count(value)
+      ]
+      self._summary(phase, step, values)
     except OSError as e:
       raise self._unwritable(e) from None
     except Exception as e:  # noqa: BLE001  (TensorBoard's summaries report a full disk as TF's own)
@@ -70,6 +98,24 @@ class MetricWriter:
       f'the directory, then rerun to resume.'
     )
 
+  def write_plan(self, records: list[dict], step: int = 0) -> None:
+    """Each phase's resolved settings, in its own run: a text table and hparams."""
+    if not self.enabled:
+      return
+    from tensorboard.plugins.hparams import summary as hparams
+    from tensorboard.plugins.text import summary_v2 as text
+
+    for record in records:
+      table = '| field | value |\n|---|---|\n' + '\n'.join(
+        f'| {k} | {json.dumps(v)} |' for k, v in record.items()
+      )
+      values = list(text.text_pb('plan', table).value)
+      flat = {
+        k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in record.items()
+      }
+      values += list(hparams.session_start_pb(hparams=flat).value)
+      self._summary(record['name'], step, values)
+
   def print(self, *args) -> None:
     if self.enabled:
       print(*args, flush=True)
@@ -81,18 +127,24 @@ class MetricWriter:
       return
     try:
       self._files.close()
-      if self._tensorboard is not None:
-        self._tensorboard.flush()
+      for run in self._runs.values():
+        run.close()
     except Exception as e:  # noqa: BLE001  (OSError, or TensorFlow's own for a full disk)
       print(f'WARNING: {self._unwritable(e)}', file=sys.stderr, flush=True)
 
 
 class ProgressLine:
-  """The live line: step/total, loss, lr, images/s and ETA, measured between two reports."""
+  """The live line: step/total, loss, lr, images/s and ETA, measured between two reports over
+  training time only (`exclude` takes out evaluations and saves, which would otherwise halve
+  the rate and double the ETA of the report after them)."""
 
   def __init__(self, total_steps: int, batch_size: int, start_step: int = 0):
     self.total, self.batch_size = total_steps, batch_size
     self._step, self._time = start_step, time.perf_counter()
+
+  def exclude(self, seconds: float) -> None:
+    """Leave `seconds` spent on something other than training out of the next rate."""
+    self._time += seconds
 
   def line(self, step: int, loss: float, lr: float, prefix: str = '') -> tuple[str, float]:
     now = time.perf_counter()

@@ -5,7 +5,9 @@
     python -m bit_jax.predict --model=/tmp/run --images=tfds:cifar10/test --data_dir=...
     python -m bit_jax.predict --model=/tmp/run --images=train/ --features=train_features.npz
 
-`--model`: a run's workdir (its final.npz), an .npz, a published BiT name or an hf-hub: name.
+`--model`: a run's workdir (its final.npz, the last phase's weights), `<workdir>:<phase>` (that
+phase's, e.g. `/tmp/bit_demo:transfer`), an .npz, a timm folder, a published BiT name or an
+hf-hub: name.
 `--images`: a folder (searched recursively), a glob, or a TFDS split (`tfds:<name>/<split>`).
 Preprocessing is the run's evaluation: the image resized to the crop the model was trained
 at (stored in a run's final.npz; `--crop` otherwise, 224 for published checkpoints), values
@@ -32,28 +34,56 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
-import tqdm
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import data_sources, files, input_pipeline, pretrained
+from bit_jax import data_sources, files, hub, input_pipeline, pretrained, progress
 from bit_jax.errors import ConfigError, UserError
 from bit_jax.run_state import Workdir
 
 UPSTREAM_CROP = 224  # the resolution BiT-S and BiT-M were pre-trained at
+MODEL_HELP = (
+  "A run's workdir (its last phase), <workdir>:<phase>, an .npz, a timm folder, a published "
+  'BiT name or hf-hub:<org>/<name>.'
+)
 LAYERS = ('pre_logits', 'logits', 'stem', 'stage1', 'stage2', 'stage3', 'stage4')
 
 
-def load_model(spec: str, crop=None):
-  """(model, params, class names, crop) of a run's workdir, a checkpoint or a published name."""
-  path = epath.Path(spec)
-  if path.is_dir() and Workdir(path).final.exists():
-    spec = os.fspath(Workdir(path).final)
-  elif path.is_dir() and any(p.exists() for p in (Workdir(path).plan, Workdir(path).checkpoints)):
+def locate(spec: str) -> tuple[str, Workdir | None, str | None]:
+  """(the checkpoint to load, the run's workdir, the phase) of `--model`: a workdir (its
+  final.npz: the last phase), `<workdir>:<phase>` (that phase's `<phase>.npz`), or a
+  checkpoint or published name (no workdir, no phase)."""
+  root, sep, phase = spec.rpartition(':')
+  if sep and root and '/' not in phase and not hub.is_hub(spec) and Workdir(root).plan.exists():
+    workdir = Workdir(root)
+    path = workdir.phase_weights(phase)
+    if not path.exists():
+      names = [r['name'] for r in files.read_json(workdir.plan)]
+      done = [n for n in names if workdir.phase_weights(n).exists()]
+      raise ConfigError(
+        f'--model={spec}: {root} has no weights of phase {phase!r} (its phases: '
+        f'{", ".join(names)}; finished: {", ".join(done) or "none yet"}).'
+      )
+    return os.fspath(path), workdir, phase
+  workdir = Workdir(spec)
+  if workdir.root.is_dir() and workdir.final.exists():
+    last = files.read_json(workdir.plan)[-1]['name'] if workdir.plan.exists() else None
+    return os.fspath(workdir.final), workdir, last
+  if workdir.root.is_dir() and (workdir.plan.exists() or workdir.checkpoints.exists()):
+    names = [r['name'] for r in files.read_json(workdir.plan)] if workdir.plan.exists() else []
+    done = [n for n in names if workdir.phase_weights(n).exists()]
+    hint = f'; or take a finished phase: --model={spec}:{done[-1]}' if done else ''
     raise ConfigError(
       f'{spec} is a run that has not finished: no final.npz. Rerun its train command to '
-      f'finish it (it resumes), or give a checkpoint file.'
+      f'finish it (it resumes){hint}.'
     )
+  return spec, None, None
+
+
+def load_model(spec: str, crop=None):
+  """(model, params, class names, crop) of a run's workdir (`<workdir>:<phase>` for one
+  phase), a checkpoint or a published name."""
+  spec = locate(spec)[0]
   try:
     model, params, info = pretrained.load_pretrained(spec, with_info=True)
   except (FileNotFoundError, ValueError, RuntimeError) as e:
@@ -140,9 +170,7 @@ def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, qui
     source, global_batch_size=batch_size, crop=crop, process_index=0, process_count=1
   )
   logits, features, labels, ids = [], [], [], []
-  for batch in tqdm.tqdm(
-    batches, total=len(batches), desc='predict', unit='batch', disable=quiet, file=sys.stderr
-  ):
+  for batch in progress.bar(batches, total=len(batches), desc='predict', unit='batch', quiet=quiet):
     out, intermediates = apply(params, jnp.asarray(batch['image']))
     mask = batch['mask']
     logits.append(np.asarray(out, np.float32)[mask])
@@ -176,26 +204,54 @@ def accuracy(logits, labels, k: int) -> float:
   return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
-def confusion_png(logits, labels, class_names) -> bytes:
+def confusion(logits, labels, num_classes: int) -> np.ndarray:
+  """Counts [label, predicted] of the top-1 predictions."""
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
+  return matrix
+
+
+def per_label(matrix) -> np.ndarray:
+  """Each row divided by its label's images (a row without images stays 0): the diagonal is
+  each class's recall, whatever the class sizes."""
+  totals = matrix.sum(axis=1, keepdims=True)
+  return np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+
+
+def confusion_figure(logits, labels, class_names, title: str = ''):
+  """The matplotlib figure: cells coloured by the per-label fraction, labelled with counts
+  (white on the dark cells), titled with the top-1 accuracy."""
   import matplotlib
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   n = len(class_names)
-  matrix = np.zeros((n, n), np.int64)
-  np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
-  size = min(2 + 0.4 * n, 20)
-  fig, ax = plt.subplots(figsize=(size, size), dpi=100)
-  ax.imshow(matrix, cmap='Blues')
+  matrix = confusion(logits, labels, n)
+  fractions = per_label(matrix)
+  size = min(3 + 0.4 * n, 20)
+  fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+  image = ax.imshow(fractions, cmap='Blues', vmin=0, vmax=1)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the label's images")
   if n <= 30:
     ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
     ax.set_yticks(range(n), class_names, fontsize=7)
     for (i, j), count in np.ndenumerate(matrix):
-      ax.text(j, i, str(count), ha='center', va='center', fontsize=6)
+      color = 'white' if fractions[i, j] > 0.5 else 'black'
+      ax.text(j, i, str(count), ha='center', va='center', fontsize=8 if n <= 15 else 6, color=color)
+  accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+  heading = f'top-1 {accuracy:.2%} on {matrix.sum()} images; rows normalised per label'
+  ax.set_title(f'{title}\n{heading}' if title else heading, fontsize=9)
   ax.set_xlabel('predicted')
   ax.set_ylabel('label')
   fig.tight_layout()
+  return fig
+
+
+def confusion_png(logits, labels, class_names, title: str = '') -> bytes:
+  import matplotlib.pyplot as plt
+
+  fig = confusion_figure(logits, labels, class_names, title)
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png')
   plt.close(fig)
@@ -203,9 +259,7 @@ def confusion_png(logits, labels, class_names) -> bytes:
 
 
 def define_flags():
-  flags.DEFINE_string(
-    'model', None, "A run's workdir, an .npz, a published BiT name or hf-hub:<org>/<name>."
-  )
+  flags.DEFINE_string('model', None, MODEL_HELP)
   flags.DEFINE_string('images', None, 'A folder, a glob, or tfds:<name>/<split>.')
   flags.DEFINE_string('out', 'predictions.csv', 'The CSV of predictions.')
   flags.DEFINE_string('features', None, 'Also write the features of --layer to this .npz.')
@@ -264,7 +318,8 @@ def main(argv):
       f'{int(known.sum())} labelled images'
     )
     png = os.path.splitext(FLAGS.out)[0] + '.confusion.png'
-    files.write_atomic(png, confusion_png(logits[known], labels[known], class_names))
+    title = f'{FLAGS.model} on {FLAGS.images}'
+    files.write_atomic(png, confusion_png(logits[known], labels[known], class_names, title))
     print(f'confusion matrix -> {png}')
 
 

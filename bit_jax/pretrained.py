@@ -11,6 +11,7 @@ rewritten into the official layout, so every format goes through the same checke
 """
 
 import io
+import json
 import os
 import pickle
 import re
@@ -88,10 +89,20 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 
 def read_metadata(path) -> dict:
-  """What a run stored beside the weights of its final.npz: {'class_names': [...],
-  'image_size': int}, either absent for other checkpoints."""
-  with epath.Path(path).open('rb') as file, np.load(file, allow_pickle=False) as f:
-    return {k.removeprefix('bit_jax/'): f[k].tolist() for k in METADATA if k in f.files}
+  """What a run stored beside the weights of its final.npz, or what a timm config.json says
+  (a timm folder's, or the one beside a hub download): {'class_names': [...], 'image_size':
+  int}, either absent where not known."""
+  fmt, path = detect_format(path), epath.Path(path)
+  if fmt == 'npz':
+    with path.open('rb') as file, np.load(file, allow_pickle=False) as f:
+      return {k.removeprefix('bit_jax/'): f[k].tolist() for k in METADATA if k in f.files}
+  config = {'timm': path / TIMM_FILES[1], 'safetensors': path.parent / TIMM_FILES[1]}.get(fmt)
+  if config is None or not config.exists():
+    return {}
+  cfg = json.loads(config.read_text())
+  size = cfg.get('pretrained_cfg', {}).get('input_size')
+  found = {'class_names': cfg.get('label_names'), 'image_size': size[-1] if size else None}
+  return {k: v for k, v in found.items() if v is not None}
 
 
 def npz_shapes(path) -> dict[str, tuple[int, ...]]:
@@ -117,16 +128,21 @@ def npz_shapes(path) -> dict[str, tuple[int, ...]]:
   return _canonical(shapes)
 
 
-FORMATS = ('npz', 'pth', 'safetensors', 'orbax')
+FORMATS = ('npz', 'pth', 'safetensors', 'orbax', 'timm')
+TIMM_FILES = ('model.safetensors', 'config.json')  # a timm / Hugging Face hub model folder
 
 
 def detect_format(path, forced: str | None = None) -> str:
-  """`forced` if given, else from the name: .npz, .pth/.pt, .safetensors, anything else an
-  orbax directory."""
+  """`forced` if given, else from the name: .npz, .pth/.pt, .safetensors, a folder holding
+  model.safetensors and config.json (timm's, as `bit_jax.export --format=timm` writes it),
+  anything else an orbax directory."""
   suffix = os.path.splitext(os.fspath(path))[1].lower()
-  return forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth', '.safetensors': 'safetensors'}.get(
+  fmt = forced or {'.npz': 'npz', '.pth': 'pth', '.pt': 'pth', '.safetensors': 'safetensors'}.get(
     suffix, 'orbax'
   )
+  if not forced and fmt == 'orbax' and all((epath.Path(path) / f).exists() for f in TIMM_FILES):
+    return 'timm'
+  return fmt
 
 
 def _unreadable(path, fmt, error, expected):
@@ -149,6 +165,8 @@ def require_torch():
 
 
 def _read(path, fmt: str) -> dict[str, np.ndarray]:
+  if fmt == 'timm':
+    return _read(epath.Path(path) / TIMM_FILES[0], 'safetensors')
   if fmt == 'npz':
     try:
       return read_npz(path)
@@ -458,7 +476,8 @@ def load_pretrained(
 
   Args:
     name_or_path: a checkpoint on any filesystem epath reaches (local, gs://) — official
-      `.npz` (a run's final.npz too), timm `.pth` or `.safetensors` state_dict, or an orbax
+      `.npz` (a run's final.npz too), timm `.pth` or `.safetensors` state_dict, a timm model
+      folder (model.safetensors + config.json, `bit_jax.export --format=timm`), or an orbax
       directory written by tools/convert_checkpoint.py — a name from
       `bit_jax.models.KNOWN_MODELS` (downloaded to `cache` or the cache dir on first use), or
       a timm BiT on the Hugging Face hub, 'hf-hub:<org>/<name>' (downloaded to the Hugging
@@ -469,11 +488,13 @@ def load_pretrained(
       `keep_head=True` keeps the checkpoint's head instead (it must have K classes). 0 gives
       a features-only model (pre-logits).
     dtype: activation dtype (parameters stay float32).
-    with_info: also return a dict with what a run's final.npz stores beside the weights:
-      'class_names' (label i is class_names[i]) and 'image_size' (the crop it was trained
-      at), None where the checkpoint does not say.
+    with_info: also return a dict with what a run's final.npz stores beside the weights (or
+      a timm folder's config.json says): 'class_names' (label i is class_names[i]) and
+      'image_size' (the crop it was trained at), None where the checkpoint does not say.
   """
   path, arrays = read_located(name_or_path, cache)
+  if with_info and hub.is_hub(name_or_path):
+    hub.download_config(name_or_path)  # label names and input size, where the repo has them
   architecture, head_classes = architecture_of(arrays)
   if num_classes is None:
     num_classes, keep_head = head_classes, True
@@ -481,6 +502,6 @@ def load_pretrained(
   params = npz_to_params(arrays, model, keep_head=keep_head and bool(num_classes))
   if not with_info:
     return model, params
-  info = read_metadata(path) if detect_format(path) == 'npz' else {}
+  info = read_metadata(path)
   names = info.get('class_names') if keep_head and num_classes else None
   return model, params, {'class_names': names, 'image_size': info.get('image_size')}

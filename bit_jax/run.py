@@ -7,8 +7,9 @@ Resume is automatic: a workdir with checkpoints continues from the newest, repla
 data stream and rngs, so a run killed after step s finishes as if never interrupted. SIGTERM
 saves a checkpoint and raises `errors.Stopped`. Outputs in the workdir (`run_state.Workdir`):
 `metrics.jsonl`, `tensorboard/`, `phases.json` (every resolved value), `<phase>_train_ids.json`
-(the exact training examples of each phase), `checkpoints/`, `results.json` and `final.npz`
-(the final weights in the official BiT layout, with the class names).
+(the exact training examples of each phase), `checkpoints/`, `<phase>.npz` (each phase's final
+weights in the official BiT layout, with the class names and crop), `results.json` and
+`final.npz` (the last phase's).
 """
 
 import contextlib
@@ -92,6 +93,8 @@ def execute(
       resume = resumed[0] if resumed and phase.index == run_state.phase else None
       last = phase is plan.phases[-1]
       params, run_state = _run_phase(phase, params, run_state, resume, services, last=last)
+      if services.writer.enabled:  # every phase's weights outlive the run, not only the last
+        _write_weights(phase, jax.device_get(params), workdir.phase_weights(phase.name))
     results = {
       'final': run_state.results[-1],
       'phases': list(run_state.results),
@@ -100,7 +103,7 @@ def execute(
       'wall_time_s': time.perf_counter() - services.started_at,
     }
     if services.writer.enabled:
-      _write_final(plan.phases[-1], jax.device_get(params), workdir)
+      _write_weights(plan.phases[-1], jax.device_get(params), workdir.final)
       files.write_json(workdir.results, results)
   return results
 
@@ -128,6 +131,8 @@ def _open(plan, workdir, stack, stop, lock, accept_changes):
     )
   if writer.enabled:
     _write_plan(plan, workdir, accepted, run_state)
+    if not resumed or accepted:  # once per plan: TensorBoard shows each phase's settings
+      writer.write_plan(plan.records(), run_state.global_step)
   started_at = time.perf_counter() - run_state.elapsed_s
   services = Services(DataParallel(), checkpoints, writer, stop, lock, plan.data_shards, started_at)
   return services, resumed
@@ -276,12 +281,12 @@ def _write_plan(plan: Plan, workdir: Workdir, accepted: dict, run_state: RunStat
     )
 
 
-def _write_final(phase: Phase, params, workdir: Workdir) -> None:
+def _write_weights(phase: Phase, params, path) -> None:
   arrays = pretrained.params_to_npz(params)
   if phase.data.train.class_names:
     arrays['bit_jax/class_names'] = np.array(phase.data.train.class_names)
   arrays['bit_jax/image_size'] = np.array(phase.settings.crop)
-  files.write_npz(workdir.final, arrays)
+  files.write_npz(path, arrays)
 
 
 def _start_line(phase: Phase) -> str:

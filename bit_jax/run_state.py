@@ -59,6 +59,10 @@ class Workdir:
   lock = property(lambda self: self.root / '.lock')
   plan_changes = property(lambda self: self.root / 'plan_changes.json')  # accepted on resume
 
+  def phase_weights(self, phase_name: str) -> epath.Path:
+    """A phase's final weights, like final.npz (which is the last phase's)."""
+    return self.root / f'{phase_name}.npz'
+
   def train_ids(self, phase_name: str) -> epath.Path:
     return self.root / f'{phase_name}_train_ids.json'
 

@@ -2,9 +2,11 @@
 
 The command line of `bit_jax.run`: flags, several processes, and errors as one message.
 `--dry_run` resolves and checks every phase (data, HyperRule values, init, freeze, batch
-sizes), prints the plan and exits, before anything is trained. Exit codes: 0 done (or stopped
-by SIGTERM or Ctrl-C after saving: rerun to resume), 2 a config error (nothing ran), 1 a
-failure while running (the message says what was kept), 130 a second Ctrl-C (not saved).
+sizes), prints the plan, each phase's whole schedule (warmup, decays, total) and the
+HyperRule regime its data put it in (and why), and exits, before anything is trained. Exit
+codes: 0 done (or stopped by SIGTERM or Ctrl-C after saving: rerun to resume), 2 a config
+error (nothing ran), 1 a failure while running (the message says what was kept), 130 a second
+Ctrl-C (not saved).
 
 Several processes: on Cloud TPU VM pods `jax.distributed` initialises itself; elsewhere pass
 --coordinator_address, --num_processes and --process_id.
@@ -42,13 +44,21 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import defaults, fields  # noqa: E402
+from bit_jax import defaults, fields, hyperrule, schedules  # noqa: E402
 from bit_jax import plan as plan_lib  # noqa: E402
 from bit_jax import run as run_lib  # noqa: E402
-from bit_jax.errors import Stopped, UserError  # noqa: E402
+from bit_jax.errors import ConfigError, Stopped, UserError  # noqa: E402
 from bit_jax.preemption import StopRequest  # noqa: E402
 
-DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'demo.py')
+
+def _demo_config() -> Path:
+  """configs/demo.py of a clone, else the copy an installed package ships (bit_jax/configs)."""
+  here = Path(__file__).resolve()
+  beside = here.parents[1] / 'configs' / 'demo.py'
+  return beside if beside.exists() else here.parent / 'configs' / 'demo.py'
+
+
+DEMO_CONFIG = str(_demo_config())
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
@@ -138,6 +148,17 @@ def print_results(results: dict, workdir: str) -> None:
   )
 
 
+def schedule_lines(plan) -> str:
+  """Per phase: its whole schedule, and the HyperRule regime its data put it in, and why."""
+  lines = []
+  for phase in plan.phases:
+    s = phase.settings
+    image_hw = hyperrule.image_size(s.dataset, s.data_dir)  # metadata only; None: not shown
+    lines.append(f'{s.name}: {schedules.describe(s)}')
+    lines.append(f'{" " * len(s.name)}  {schedules.hyperrule_note(s, image_hw)}')
+  return '\n'.join(lines)
+
+
 def given_fields() -> set[str]:
   """The top-level config fields set on the command line (--config.<field>=...)."""
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
@@ -146,12 +167,19 @@ def given_fields() -> set[str]:
 
 def plan_and_run(stop: StopRequest) -> dict | None:
   """results.json's content, or None for a dry run (which prints the plan)."""
+  if not flags.FLAGS['config'].present and not Path(DEMO_CONFIG).exists():
+    raise ConfigError(
+      f'No --config given and the demo config is not installed ({DEMO_CONFIG}). Pass '
+      f'--config=<a config .py>, e.g. configs/demo.py or configs/bit_hyperrule.py of a '
+      f'clone of bit_jax.'
+    )
   if not _DRY_RUN.value:
     run_lib.check_writable(_WORKDIR.value)
   config = fields.with_phase_overrides(_CONFIG.value, _PHASE.value)
   plan = plan_lib.resolve(config, given=given_fields())
   if _DRY_RUN.value:
     print(plan.table())
+    print(schedule_lines(plan))
     return None
   if stop.requested:
     raise Stopped('Stopped on request while planning, before anything was written; rerun.')

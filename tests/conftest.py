@@ -25,12 +25,16 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'tools'))  # timm_oracle, benchmark_steps: tools, not the package
 sys.path.insert(0, str(REPO / 'tests' / 'configs'))  # tiny.py, tiny_sweep.py
 TEST_DATA = REPO / 'tests' / 'data'
-SHARED_TFDS = REPO.parent / 'shared' / 'data' / 'tfds'
+# The real-data tests read a TFDS data_dir holding the CIFAR-10 subset: BIT_JAX_TEST_DATA, else
+# ../shared/data/tfds beside the clone (where CI has it).
+SHARED_TFDS = pathlib.Path(
+  os.environ.get('BIT_JAX_TEST_DATA') or REPO.parent / 'shared' / 'data' / 'tfds'
+)
 
 
 @pytest.fixture
 def shared_tfds():
   """The real CIFAR-10 subset prepared for TFDS (CI has ../shared beside the clone)."""
   if not (SHARED_TFDS / 'cifar10').exists():
-    pytest.skip(f'real CIFAR-10 subset not found at {SHARED_TFDS}')
+    pytest.skip(f'real CIFAR-10 subset not found at {SHARED_TFDS} (set BIT_JAX_TEST_DATA)')
   return SHARED_TFDS

@@ -95,3 +95,17 @@ def test_convert_checkpoint_writes_safetensors_bit_exact(tmp_path):
   for key, value in original.items():
     assert back[key].dtype == value.dtype and back[key].shape == value.shape, key
     np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_a_hub_repos_config_gives_the_class_names_and_crop(hub_cache):
+  # As a pushed bit_jax timm folder holds it (timm_folder.config): label names, input size.
+  names = [f'class{i}' for i in range(10)]
+  config = {'label_names': names, 'pretrained_cfg': {'input_size': [3, 64, 64]}}
+  (hub_cache / 'snapshots' / COMMIT / 'config.json').write_text(__import__('json').dumps(config))
+  _, _, info = pretrained.load_pretrained('hf-hub:' + REPO_ID, with_info=True)
+  assert info == {'class_names': names, 'image_size': 64}
+
+
+def test_a_hub_repo_without_config_gives_no_class_names(hub_cache):
+  _, _, info = pretrained.load_pretrained('hf-hub:' + REPO_ID, with_info=True)
+  assert info == {'class_names': None, 'image_size': None}

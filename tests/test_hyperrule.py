@@ -6,14 +6,13 @@ strict ``boundary < step`` decay test). None of the expected numbers is computed
 with the module under test.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SHARED_TFDS
 
 from bit_jax import hyperrule
 
-TFDS_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
+TFDS_DIR = SHARED_TFDS  # BIT_JAX_TEST_DATA, else ../shared/data/tfds
 
 SMALL = [100, 200, 300, 400, 500]
 MEDIUM = [500, 3000, 6000, 9000, 10_000]
@@ -184,3 +183,33 @@ def test_image_size_from_examples_takes_median():
   assert hyperrule.image_size_from_examples([np.zeros((10, 20)), np.zeros((30, 40))]) == (20, 30)
   with pytest.raises(ValueError, match='empty'):
     hyperrule.image_size_from_examples([])
+
+
+def test_the_regime_says_which_schedule_and_why():
+  assert hyperrule.regime(5_085) == (
+    '5,085 examples < 20k: 500 steps (warmup 100, /10 after 200, 300, 400), no MixUp'
+  )
+  assert hyperrule.regime(50_000) == (
+    '50,000 examples in [20k, 500k): 10,000 steps (warmup 500, /10 after 3,000, 6,000, 9,000), '
+    'MixUp alpha 0.1'
+  )
+  assert hyperrule.regime(1_281_167).startswith('1,281,167 examples >= 500k: 20,000 steps')
+  assert hyperrule.resolution_regime((8, 8)) == '8x8 images (area < 96x96): 160->128'
+  assert hyperrule.resolution_regime((224, 224)) == '224x224 images (area >= 96x96): 512->480'
+
+
+def test_dry_run_shows_the_whole_schedule_and_the_regime():
+  from test_train import tiny_config
+
+  from bit_jax import plan, train
+
+  lines = train.schedule_lines(plan.resolve(tiny_config(total_steps=12))).splitlines()
+  # 12 of the rule's 500 steps: warmup round(100 * 12/500) = 2, decays round(4.8, 7.2, 9.6).
+  assert lines[0] == (
+    'phase0: lr 0.05 (hyperrule): warmup 2 steps from 0, /10 after steps 5, 7, 10; 12 steps of '
+    '16 in all'
+  )
+  assert lines[1].split('HyperRule: ')[1] == (
+    '438 examples < 20k: 500 steps (warmup 100, /10 after 200, 300, 400), no MixUp; '
+    'total_steps 12 from the config; warmup and decays scaled by 12/500'
+  )

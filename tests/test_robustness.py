@@ -111,7 +111,7 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_the_rerun_resumes(tmp_path,
   monkeypatch.setattr(ocp.CheckpointManager, '_finalize_checkpoint', finalize_fails_once)
   with pytest.raises(
     RunError,
-    match=r'Could not save checkpoint 2 .*checkpoint 1 \(step 2\) is '
+    match=r'Could not save the checkpoint of step 4 .*the checkpoint of step 2 is '
     r'intact and a rerun resumes from it',
   ):
     run.run(config, tmp_path / 'run')

@@ -5,14 +5,13 @@ counts, nesting, disjointness), hand-computed rounding of f * n_c, and the real
 CIFAR-10 train labels of the shared TFDS copy (5,085 examples).
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SHARED_TFDS
 
 from bit_jax import subsets
 
-TFDS_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
+TFDS_DIR = SHARED_TFDS  # BIT_JAX_TEST_DATA, else ../shared/data/tfds
 
 # 3 classes with 10, 20 and 7 examples, interleaved so ids are not grouped by class.
 SYNTHETIC = np.random.default_rng(0).permutation(np.repeat([0, 1, 2], [10, 20, 7]))

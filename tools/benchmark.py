@@ -4,7 +4,8 @@ it also appends them to ``DIR/benchmarks.jsonl`` and ``DIR/benchmarks.md``.
 From a clean clone (the CIFAR-10 subset in ../shared/data/tfds is optional; torch/timm too):
 
     python3 -m venv .venv && source .venv/bin/activate
-    pip install torch==2.13.0 && pip install -e ".[test,torch]"     # README.md "Install"
+    pip install torch==2.13.0 torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cpu
+    pip install -e ".[test,torch]"                                   # README.md "Install"
     python tools/benchmark.py --model                      # R50x1, 128 px, float32
     python tools/benchmark.py --model R101x1 --resolution 224 --train_batch 16 --dtype bfloat16
     python tools/benchmark.py --model --resolution 224 --ops both --no_timm   # ops.py: both ways

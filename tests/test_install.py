@@ -1,0 +1,49 @@
+"""The install as README writes it: configs inside the package, the test data settable.
+
+Oracles: the files on disk (every config a wheel must carry) and the error a user sees.
+"""
+
+import os
+import subprocess
+import sys
+import tomllib
+
+from conftest import REPO
+
+NO_DEMO = """
+import sys
+from absl import app
+from bit_jax import train
+train.DEMO_CONFIG = '/nonexistent/configs/demo.py'  # a wheel installed without its configs
+app.run(train.main, argv=['train', '--workdir=' + sys.argv[1]], flags_parser=train.parse_flags)
+"""
+
+
+def test_every_config_ships_inside_the_package():
+  setuptools = tomllib.loads((REPO / 'pyproject.toml').read_text())['tool']['setuptools']
+  assert setuptools['package-dir'] == {'bit_jax.configs': 'configs'}
+  folders = {p.parent.relative_to(REPO) for p in (REPO / 'configs').rglob('*.py')}
+  wanted = {'bit_jax.' + '.'.join(folder.parts) for folder in folders}
+  assert wanted <= set(setuptools['packages']), wanted - set(setuptools['packages'])
+
+
+def test_no_config_and_no_demo_is_one_clear_error(tmp_path):
+  done = subprocess.run(
+    [sys.executable, '-c', NO_DEMO, str(tmp_path)], cwd=REPO, capture_output=True, text=True
+  )
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert 'ERROR: No --config given and the demo config is not installed' in done.stderr
+  assert 'Pass --config=' in done.stderr and not (tmp_path / 'phases.json').exists()
+
+
+def test_the_real_data_location_is_an_environment_variable(tmp_path):
+  show = 'import conftest; print(conftest.SHARED_TFDS)'
+  done = subprocess.run(
+    [sys.executable, '-c', show],
+    cwd=REPO / 'tests',
+    capture_output=True,
+    text=True,
+    env={**os.environ, 'BIT_JAX_TEST_DATA': str(tmp_path)},
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == str(tmp_path)
