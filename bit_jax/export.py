@@ -38,15 +38,14 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 # isort: on
 
 import os
-import sys
 import tempfile
 
 import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import files, hub, pretrained, timm_folder
-from bit_jax.errors import ConfigError, UserError
+from bit_jax import command_line, files, hub, pretrained, timm_folder
+from bit_jax.errors import ConfigError
 
 FORMATS = ('savedmodel', 'timm', 'onnx')
 
@@ -207,22 +206,18 @@ def main(argv):
   if not FLAGS.model or not FLAGS.out:
     raise app.UsageError('--model and --out are required.')
   logging.set_verbosity(logging.WARNING)
-  try:
-    lines = run_export(
-      FLAGS.model,
-      FLAGS.format,
-      FLAGS.out,
-      crop=FLAGS.crop,
-      push_to_hub=FLAGS.push_to_hub,
-      private=FLAGS.private,
-      platforms=FLAGS.platforms,
-    )
-  except UserError as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
+  lines = run_export(
+    FLAGS.model,
+    FLAGS.format,
+    FLAGS.out,
+    crop=FLAGS.crop,
+    push_to_hub=FLAGS.push_to_hub,
+    private=FLAGS.private,
+    platforms=FLAGS.platforms,
+  )
   print('\n'.join(lines))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  command_line.run(main)

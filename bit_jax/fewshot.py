@@ -23,14 +23,14 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 # isort: on
 
 import functools
-import sys
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 from absl.flags import FLAGS
 
-from bit_jax import data_sources, hyperrule, input_pipeline, pretrained, subsets
+from bit_jax import command_line, data_sources, hyperrule, input_pipeline, pretrained, subsets
+from bit_jax.errors import ConfigError
 
 L2 = 2.0**10  # big_vision's fewshot default
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is ~unregularised
@@ -198,8 +198,7 @@ def main(argv):
   try:
     model, params = pretrained.load_pretrained(FLAGS.model, num_classes=0)
   except (FileNotFoundError, pretrained.CheckpointMismatchError, RuntimeError) as e:
-    print(f'ERROR: cannot load --model={FLAGS.model}: {e}', file=sys.stderr)
-    sys.exit(1)
+    raise ConfigError(f'cannot load --model={FLAGS.model}: {e}') from None
   accuracies = fewshot_accuracies(
     model, params, train_source, test_source, shots, crop, FLAGS.seed, l2=FLAGS.l2
   )
@@ -214,4 +213,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  command_line.run(main)

@@ -28,7 +28,6 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 import glob as glob_lib
 import io
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +36,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import data_sources, files, hub, input_pipeline, pretrained, progress
-from bit_jax.errors import ConfigError, UserError
+from bit_jax import command_line, data_sources, files, hub, input_pipeline, pretrained, progress
+from bit_jax.errors import ConfigError
 from bit_jax.run_state import Workdir
 
 UPSTREAM_CROP = 224  # the resolution BiT-S and BiT-M were pre-trained at
@@ -276,30 +275,26 @@ def main(argv):
   if not FLAGS.model or not FLAGS.images:
     raise app.UsageError('--model and --images are required.')
   logging.set_verbosity(logging.WARNING)
-  try:
-    model, params, class_names, crop = load_model(FLAGS.model, FLAGS.crop)
-    source, names, skipped = image_source(FLAGS.images, class_names, FLAGS.data_dir)
-    logits, features, labels = infer(
-      model, params, source, crop=crop, layer=FLAGS.layer, batch_size=FLAGS.batch_size
+  model, params, class_names, crop = load_model(FLAGS.model, FLAGS.crop)
+  source, names, skipped = image_source(FLAGS.images, class_names, FLAGS.data_dir)
+  logits, features, labels = infer(
+    model, params, source, crop=crop, layer=FLAGS.layer, batch_size=FLAGS.batch_size
+  )
+  files.write_atomic(
+    FLAGS.out,
+    predictions_csv(names, logits, labels, class_names, min(FLAGS.top_k, len(class_names))),
+  )
+  if FLAGS.features:
+    files.write_npz(
+      FLAGS.features,
+      {
+        'features': features,
+        'labels': labels,
+        'ids': np.array(names),
+        'layer': np.array(FLAGS.layer),
+        'class_names': np.array(class_names),
+      },
     )
-    files.write_atomic(
-      FLAGS.out,
-      predictions_csv(names, logits, labels, class_names, min(FLAGS.top_k, len(class_names))),
-    )
-    if FLAGS.features:
-      files.write_npz(
-        FLAGS.features,
-        {
-          'features': features,
-          'labels': labels,
-          'ids': np.array(names),
-          'layer': np.array(FLAGS.layer),
-          'class_names': np.array(class_names),
-        },
-      )
-  except UserError as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
   print(
     f'{len(names)} images at {crop}x{crop} -> {FLAGS.out}'
     + (f'; features ({FLAGS.layer}) -> {FLAGS.features}' if FLAGS.features else '')
@@ -325,4 +320,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  command_line.run(main)

@@ -37,7 +37,6 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 import contextlib
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -46,9 +45,9 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import files, report, train
+from bit_jax import command_line, files, report, train
 from bit_jax import run as run_lib
-from bit_jax.errors import ConfigError, Stopped, UserError
+from bit_jax.errors import ConfigError, Stopped
 from bit_jax.lock import WorkdirInUse, is_claimed
 from bit_jax.preemption import StopRequest
 from bit_jax.run_state import Workdir
@@ -353,13 +352,10 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   train.initialize_distributed()
   name = Path(flags.FLAGS['config'].config_filename.split(':')[0]).stem
-  try:
-    rows = run_sweep(_CONFIG.value, _WORKDIR.value, name, shard=parse_shard(_SHARD.value))
-  except (UserError, Stopped) as e:
-    sys.exit(train.report(e))
+  rows = run_sweep(_CONFIG.value, _WORKDIR.value, name, shard=parse_shard(_SHARD.value))
   if jax.process_index() == 0:
     print(f'{len(rows)} runs finished: {_WORKDIR.value}/results.md, {_WORKDIR.value}/{name}.png')
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=train.parse_flags)
+  command_line.run(main)

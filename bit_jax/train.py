@@ -36,7 +36,6 @@ if __name__ == '__main__':  # importing JAX and TensorFlow takes seconds: a stop
 import bit_jax.quiet_tensorflow  # noqa: E402, F401  (first: TensorFlow logs C++ lines on import)
 # isort: on
 
-import difflib  # noqa: E402
 import errno  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -44,10 +43,10 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import defaults, fields, hyperrule, schedules  # noqa: E402
+from bit_jax import command_line, fields, hyperrule, schedules  # noqa: E402
 from bit_jax import plan as plan_lib  # noqa: E402
 from bit_jax import run as run_lib  # noqa: E402
-from bit_jax.errors import ConfigError, Stopped, UserError  # noqa: E402
+from bit_jax.errors import ConfigError, Stopped  # noqa: E402
 from bit_jax.preemption import StopRequest  # noqa: E402
 
 
@@ -89,49 +88,11 @@ _ACCEPT_CHANGES = flags.DEFINE_list(
 )
 
 
-def _flag_mistake(error: BaseException) -> str:
-  """One line for a mistake in the flags: absl's own message, or for a misspelt
-  --config.<field> the config's suggestion instead of three chained tracebacks."""
-  chain = [error]
-  while chain[-1].__context__ is not None and len(chain) < 10:
-    chain.append(chain[-1].__context__)
-  for e in chain:
-    text = e.args[0] if e.args and isinstance(e.args[0], str) else ''
-    if 'Did you mean' in text:
-      return f'Unknown config field {text.replace(chr(10), ". ")} See bit_jax/defaults.py.'
-  fields = sorted(defaults.base_config())
-  for e in chain:  # a name far from every field: ml_collections says only KeyError('name')
-    if type(e) is KeyError and e.args and isinstance(e.args[0], str):
-      name = e.args[0].strip('\'"')
-      nearest = difflib.get_close_matches(name, fields, n=3, cutoff=0)
-      return (
-        f'Unknown config field {name!r}; the nearest are {", ".join(nearest)}. Every '
-        f'field and its meaning: bit_jax/defaults.py.'
-      )
-  return ' '.join(str(error).split())
-
-
-def parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # noqa: BLE001  (any mistake in the flags or the config file)
-    print(f'ERROR: {_flag_mistake(e)}', file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def initialize_distributed():
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):  # a multi-host Cloud TPU VM slice
     jax.distributed.initialize()
-
-
-def report(error: BaseException) -> int:
-  """Print a user-facing failure as one line on stderr; returns the exit code."""
-  print(
-    f'ERROR: {error}' if isinstance(error, UserError) else str(error), file=sys.stderr, flush=True
-  )
-  return error.exit_code
 
 
 def print_results(results: dict, workdir: str) -> None:
@@ -195,8 +156,6 @@ def main(argv):
   try:
     with StopRequest() as stop:  # SIGTERM or Ctrl-C while planning: stopped, nothing written
       results = plan_and_run(stop)
-  except (UserError, Stopped) as e:
-    sys.exit(report(e))
   except OSError as e:
     if e.errno != errno.ENOSPC:
       raise
@@ -223,4 +182,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  command_line.run(main)

@@ -13,6 +13,9 @@ import sys
 import pytest
 from conftest import REPO
 
+from bit_jax import command_line
+from bit_jax.errors import ConfigError, RunError, Stopped
+
 COMMAND_LINES = ['train', 'sweep', 'predict', 'export', 'fewshot']
 # abseil's prefix: severity letter, MMDD, time, thread id, file:line]
 _NATIVE_LOG_LINE = re.compile(r'^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]')
@@ -59,3 +62,31 @@ def test_no_command_line_prints_a_native_log_line_before_its_error():
     assert not _native_log_lines(out + err), (name, err)
     first = err.strip().splitlines()[0]
     assert 'no_such_flag' in first, (name, err)
+
+
+@pytest.mark.parametrize(
+  'error, code, line',
+  [
+    (ConfigError('batch_size=0'), 2, 'ERROR: batch_size=0'),
+    (RunError('disk full'), 1, 'ERROR: disk full'),
+    (Stopped('stopped, rerun to resume'), 0, 'stopped, rerun to resume'),
+  ],
+)
+def test_every_command_line_turns_a_user_error_into_one_line_and_its_exit_code(
+  error, code, line, capsys
+):
+  def main(argv):
+    raise error
+
+  with pytest.raises(SystemExit) as exit_:
+    command_line.one_line_errors(main)([])
+  assert exit_.value.code == code
+  assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_an_error_that_is_not_the_users_keeps_its_traceback():
+  def main(argv):
+    raise KeyError('a bug')
+
+  with pytest.raises(KeyError):
+    command_line.one_line_errors(main)([])

@@ -13,9 +13,9 @@ from conftest import REPO
 NO_DEMO = """
 import sys
 from absl import app
-from bit_jax import train
+from bit_jax import command_line, train
 train.DEMO_CONFIG = '/nonexistent/configs/demo.py'  # a wheel installed without its configs
-app.run(train.main, argv=['train', '--workdir=' + sys.argv[1]], flags_parser=train.parse_flags)
+app.run(command_line.one_line_errors(train.main), argv=['train', '--workdir=' + sys.argv[1]], flags_parser=command_line.parse_flags)
 """
 
 
