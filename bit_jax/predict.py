@@ -25,6 +25,7 @@ pre-logits (or `--layer`) with the image ids and labels to an .npz that
 import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
 # isort: on
 
+import csv
 import glob as glob_lib
 import io
 import os
@@ -181,21 +182,19 @@ def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, qui
 
 
 def predictions_csv(names, logits, labels, class_names, top_k: int) -> str:
+  """The CSV `--out` gets; the csv module quotes names with commas, quotes or newlines."""
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   top = np.argsort(-probabilities, axis=1)[:, :top_k]
   header = ['image', 'label'] + [
     f'{kind}{i}' for i in range(1, top_k + 1) for kind in ('class', 'probability')
   ]
-  lines = [','.join(header)]
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(header)
   for name, label, row, p in zip(names, labels, top, probabilities):
-    cells = [_csv_cell(name), _csv_cell(class_names[label] if label >= 0 else '')]
-    cells += [f'{_csv_cell(class_names[c])},{p[c]:.6f}' for c in row]
-    lines.append(','.join(cells))
-  return '\n'.join(lines) + '\n'
-
-
-def _csv_cell(text: str) -> str:
-  return f'"{text}"' if any(c in text for c in ',"\n') else text
+    cells = [name, class_names[label] if label >= 0 else '']
+    writer.writerow(cells + [v for c in row for v in (class_names[c], f'{p[c]:.6f}')])
+  return text.getvalue()
 
 
 def accuracy(logits, labels, k: int) -> float:

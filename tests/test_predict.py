@@ -186,3 +186,23 @@ def test_a_run_without_final_npz_is_named_unfinished(tmp_path):
   (tmp_path / 'phases.json').write_text('[]')
   with pytest.raises(ConfigError, match='is a run that has not finished: no final.npz'):
     predict.load_model(str(tmp_path))
+
+
+def test_the_predictions_csv_reads_back_with_the_csv_module_whatever_the_class_names():
+  """Oracle: Python's csv reader gets every name and probability back as written."""
+  import csv
+  import io
+
+  names = ['a,b.png', 'plain.png', 'new\nline.png']
+  class_names = ['say "hi"', 'comma, here', 'x']
+  logits = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 5.0]])
+  labels = np.array([0, 1, -1])
+  rows = list(
+    csv.reader(io.StringIO(predict.predictions_csv(names, logits, labels, class_names, 2)))
+  )
+  assert rows[0] == ['image', 'label', 'class1', 'probability1', 'class2', 'probability2']
+  assert [r[0] for r in rows[1:]] == names
+  assert [r[1] for r in rows[1:]] == ['say "hi"', 'comma, here', '']
+  assert [r[2] for r in rows[1:]] == ['say "hi"', 'comma, here', 'x']
+  softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  np.testing.assert_allclose([float(r[3]) for r in rows[1:]], softmax.max(axis=1), atol=1e-6)
