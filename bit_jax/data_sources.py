@@ -33,6 +33,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
+from bit_jax import dataset_names
 from bit_jax import files as files_lib
 
 # JAX owns the accelerators; a TF that also initialised them would take their memory.
@@ -110,8 +111,7 @@ def _tfds_builder(name: str, data_dir):
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    base = name.split(':')[0].split('/')[0]
-    close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
+    close = difflib.get_close_matches(dataset_names.base_name(name), tfds.list_builders(), n=3)
     hint = f' (close: {", ".join(close)})' if close else ''
     raise ValueError(
       f'Unknown dataset {name!r}: neither ours ({", ".join(OUR_DATASETS)}) nor a TFDS '
@@ -482,16 +482,6 @@ def restrict_classes(source: DataSource, classes: Sequence[int]) -> DataSource:
     class_names=None if names is None else tuple(names[c] for c in classes),
     labels_in_memory=True,
   )
-
-
-# Datasets whose 'test' split has no labels (TFDS marks them -1): evaluate on 'validation',
-# as the official BiT code does for ImageNet.
-VALIDATION_EVAL = ('imagenet2012', 'imagenet2012_subset', 'imagenet2012_real')
-
-
-def default_eval_split(dataset: str) -> str:
-  base = dataset.split(':')[0].split('/')[0]
-  return 'validation' if base in VALIDATION_EVAL else 'test'
 
 
 def get_source(

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from bit_jax import dataset_names
+
 BASE_LEARNING_RATE = 0.003
 
 # Below this many training examples a dataset is "small", below the next "medium".
@@ -188,8 +190,8 @@ def image_size(dataset_name: str, data_dir: str | None = None) -> tuple[int, int
   if from_metadata is not None:
     return from_metadata
   # "imagenet2012:5.1.0" and "imagenet2012_subset/1pct" share the base name's images.
-  base_name = dataset_name.split(':')[0].split('/')[0]
-  return KNOWN_IMAGE_SIZES.get(dataset_name, KNOWN_IMAGE_SIZES.get(base_name))
+  base = dataset_names.base_name(dataset_name)
+  return KNOWN_IMAGE_SIZES.get(dataset_name, KNOWN_IMAGE_SIZES.get(base))
 
 
 def _image_size_from_tfds_metadata(

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bit_jax import data_sources, hyperrule, models, optim, pretrained, subsets
+from bit_jax import data_sources, dataset_names, hyperrule, models, optim, pretrained, subsets
 from bit_jax.errors import ConfigError
 from bit_jax.fields import check_fields, phase_configs
 
@@ -405,7 +405,7 @@ def resolve_phase(
   check_fields(s)
   unset = {k for k, v in s.items() if v is None}
   if s.eval_split is None:
-    s.eval_split = data_sources.default_eval_split(s.dataset)
+    s.eval_split = dataset_names.default_eval_split(s.dataset)
   train, evaluate = _sources(s)
   if train.multi_label and s.loss != 'sigmoid':
     raise ConfigError(

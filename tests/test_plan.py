@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import TEST_DATA
 
-from bit_jax import defaults, fields, models, plan, schedules
+from bit_jax import dataset_names, defaults, fields, models, plan, schedules
 from bit_jax.errors import ConfigError
 
 phases = plan  # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
@@ -138,12 +138,11 @@ def tiny(**overrides):
 
 
 def test_imagenet_evaluates_on_validation_by_default():
-  from bit_jax import data_sources
 
-  assert data_sources.default_eval_split('imagenet2012') == 'validation'
-  assert data_sources.default_eval_split('imagenet2012:5.1.0') == 'validation'
-  assert data_sources.default_eval_split('imagenet2012_subset/1pct') == 'validation'
-  assert data_sources.default_eval_split('cifar10') == 'test'
+  assert dataset_names.default_eval_split('imagenet2012') == 'validation'
+  assert dataset_names.default_eval_split('imagenet2012:5.1.0') == 'validation'
+  assert dataset_names.default_eval_split('imagenet2012_subset/1pct') == 'validation'
+  assert dataset_names.default_eval_split('cifar10') == 'test'
   [phase] = plan.resolve(tiny()).phases
   assert phase.settings.eval_split == 'test'
 
