@@ -4,8 +4,8 @@ leaves exits to the command line.
 Every `log_every` steps the mean loss since the last report is checked (a NaN/inf stops the
 run before it can be saved) and printed with the rate and ETA. Every `eval_every` steps the
 phase's evaluators run; the `monitor` metric of the validation holdout (its loss or top-1)
-drives reduce-on-plateau and early stopping. Every `checkpoint_every` steps, and when a stop is requested, the train
-state and the `RunState` are saved. The last step is never saved here: `finish` saves the
+drives reduce-on-plateau and early stopping. Every `checkpoint_every` steps, and when a stop
+is requested, the train state and the `RunState` are saved. The last step is never saved here: `finish` saves the
 phase's end, with its final evaluation, once.
 """
 

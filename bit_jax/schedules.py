@@ -43,9 +43,9 @@ class Plateau:
   """Reduce-on-plateau and early stopping from one monitored metric; a JSON-able state.
 
   `mode` 'min': a lower value is better (a loss); 'max': a higher one (an accuracy). As
-  Keras' ReduceLROnPlateau/EarlyStopping with min_delta=0 and no cooldown: only a strictly better value resets
-  the counts; the lr is multiplied by `factor` every `patience` evaluations without one, and
-  training stops after `stop_patience` of them."""
+  Keras' ReduceLROnPlateau/EarlyStopping with min_delta=0 and no cooldown: only a strictly
+  better value resets the counts; the lr is multiplied by `factor` every `patience`
+  evaluations without one, and training stops after `stop_patience` of them."""
 
   patience: int
   factor: float

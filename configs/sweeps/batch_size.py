@@ -3,9 +3,10 @@
 Our BiT variant of Ahmad & Shin (`:full`, `:mini`; `:full,cifar100`): batch sizes 32..512 with
 lr = base_lr * batch / 512 (`lr_scaling='linear'`, a choice of ours: Ahmad & Shin keep the
 learning rates fixed, as `:paper` below does; official BiT keeps 0.003 at any batch), on 500
-CIFAR-10 images per class, stopping on the validation loss, each run in two phases: the head alone (`freeze='^(?!head/)'`), then the whole network, both
-with reduce-on-plateau and early stopping on a validation split (10% of each class, held out
-of the training images), evaluated once an epoch:
+CIFAR-10 images per class, stopping on the validation loss, each run in two phases: the head
+alone (`freeze='^(?!head/)'`), then the whole network, both with reduce-on-plateau and early
+stopping on a validation split (10% of each class, held out of the training images),
+evaluated once an epoch:
 
     python -m bit_jax.sweep --config=configs/sweeps/batch_size.py --workdir=/tmp/batch
     python -m bit_jax.sweep --config=configs/sweeps/batch_size.py:mini \

@@ -3,7 +3,8 @@
 Our BiT variant of Soekhoe et al. 2016 (`:full`, `:mini`): fine-tune everything, or freeze the
 root and the first l stages (l = 1..4; `freeze='root_block|block1'` ...) and fine-tune the rest
 *from the upstream*, or train from scratch, at several numbers of images per class, without
-a swap. Soekhoe's own SnT (the rest re-initialised, class halves swapped) is `:paper`. Full scale: BiT-M-R50x1 on CIFAR-10 with the HyperRule, 50-500 per class:
+a swap. Soekhoe's own SnT (the rest re-initialised, class halves swapped) is `:paper`.
+Full scale: BiT-M-R50x1 on CIFAR-10 with the HyperRule, 50-500 per class:
 
     python -m bit_jax.sweep --config=configs/sweeps/frozen_layers.py --workdir=/tmp/frozen
     python -m bit_jax.sweep --config=configs/sweeps/frozen_layers.py:mini \
