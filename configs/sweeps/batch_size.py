@@ -90,7 +90,7 @@ PAPER_SCALES = {
     base=dict(model='R50x1', init='BiT-S-R50x1', resize=160, crop=160, checkpoint_every=1000),
     batches=(32, 64, 128, 256, 512),
     shots=None,
-    train_examples=50_000,
+    train_examples=45_000,  # the training split minus the 10% holdout
     epochs=(20, 100),
     patience=(3, 5),
     target={},
@@ -100,7 +100,7 @@ PAPER_SCALES = {
     base=mini_base(init='{workdir}/upstream/final.npz'),
     batches=(8, 16, 32, 64, 128),
     shots=50,
-    train_examples=250,
+    train_examples=250,  # 50 per class, drawn outside the holdout
     epochs=(2, 6),
     patience=(1, 2),
     target=dict(classes=(5, 6, 7, 8, 9)),
@@ -127,7 +127,7 @@ def paper_config(scale_name: str, dataset: str | None):
     base.dataset = dataset
   runs = list(scale['upstream_runs'])
   for batch in scale['batches']:
-    steps_per_epoch = math.ceil(scale['train_examples'] * 0.9 / batch)
+    steps_per_epoch = math.ceil(scale['train_examples'] / batch)
     runs.append(
       dict(
         name=f'batch{batch}',
