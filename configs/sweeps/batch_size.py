@@ -36,7 +36,9 @@ Point by point against Ahmad & Shin:
   with reduce-on-plateau (x0.1) and early stopping, both on validation accuracy
   (`monitor='val_top1'`), evaluated once an epoch; 10% of the training set held out; the
   whole training set of CIFAR-10 or CIFAR-100 at 160 px; dropout 0.5 before the classifier;
-  results: test top-1 and the epochs each batch size ran (`compute_epochs`);
+  results: test top-1 and the epochs each batch size ran (`compute_epochs`); their Table I,
+  what full scale is to be held against, has 93.5-94.0% on CIFAR-10 and 74.3-77.0% on
+  CIFAR-100 over the five batch sizes;
 * cannot follow, ours instead: MobileNetV2 (ImageNet-1k) -> BiT-S-R50x1, the ImageNet-1k
   BiT of the nearest role (no MobileNetV2 here); the optimizer and the patiences, which the
   text does not state -> SGD momentum 0.9, plateau patience 3, early-stopping patience 5;
