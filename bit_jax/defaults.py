@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_scaling = 'none'  # 'none' | 'linear': lr = base_lr * batch_size / base_batch
   c.base_batch = 512  # used by lr_scaling='linear' only
   c.lr = config_dict.placeholder(float)  # None: base_lr (scaled if asked)
-  c.lr_schedule = 'hyperrule'  # 'hyperrule' | 'constant' | 'plateau'
+  c.lr_schedule = 'hyperrule'  # 'hyperrule' | 'constant' | 'plateau' | 'step' (schedules.py)
   c.total_steps = config_dict.placeholder(int)  # None: HyperRule (500 / 10k / 20k)
   c.epochs = config_dict.placeholder(float)  # instead of total_steps
   c.warmup_steps = config_dict.placeholder(int)  # None: HyperRule, scaled to total_steps
