@@ -25,6 +25,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.head = config_dict.placeholder(str)
   c.dtype = 'float32'  # activations; 'bfloat16' on TPU/GPU (parameters stay float32)
   c.ops = 'auto'  # 'custom' (hand-written gradients) | 'plain' | 'auto' (see ops.py)
+  # Dropout on the pre-logits, before the head, in training only (Ahmad & Shin use 0.5).
+  c.dropout = 0.0
 
   # Data.
   c.dataset = 'cifar10'  # TFDS name, 'sklearn_digits' or 'folder:<root>'
@@ -39,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.fraction = config_dict.placeholder(float)  # stratified fraction (20% inside 40% ...)
   c.subset_seed = 0
   c.val_fraction = config_dict.placeholder(float)  # held out of train: early stopping/plateau
-  c.preprocess = 'bit'  # 'bit' (resize, crop, flip) | 'inception'
+  c.preprocess = 'bit'  # 'bit' (resize, crop, flip) | 'inception' | 'none' (resize to crop)
   c.resize = config_dict.placeholder(int)  # None: HyperRule (160 / 512)
   c.crop = config_dict.placeholder(int)  # None: HyperRule (128 / 480)
   c.data_shards = config_dict.placeholder(int)  # None: one per process (see train.py)
@@ -52,21 +54,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_scaling = 'none'  # 'none' | 'linear': lr = base_lr * batch_size / base_batch
   c.base_batch = 512  # used by lr_scaling='linear' only
   c.lr = config_dict.placeholder(float)  # None: base_lr (scaled if asked)
-  c.lr_schedule = 'hyperrule'  # 'hyperrule' | 'constant' | 'plateau'
+  c.lr_schedule = 'hyperrule'  # 'hyperrule' | 'constant' | 'plateau' | 'step' (schedules.py)
   c.total_steps = config_dict.placeholder(int)  # None: HyperRule (500 / 10k / 20k)
   c.epochs = config_dict.placeholder(float)  # instead of total_steps
   c.warmup_steps = config_dict.placeholder(int)  # None: HyperRule, scaled to total_steps
   c.decay_steps = config_dict.placeholder(tuple)  # None: HyperRule, scaled to total_steps
   c.warmup_epochs = config_dict.placeholder(float)  # instead of warmup_steps
   c.decay_epochs = config_dict.placeholder(tuple)  # instead of decay_steps
+  c.decay_factor = 0.1  # γ of lr_schedule='step' at each decay step ('hyperrule' is /10)
   c.mixup_alpha = config_dict.placeholder(float)  # None: 0 below 20k examples, else 0.1
   c.momentum = 0.9
   c.weight_decay = 0.0  # coupled, on kernels only
   c.freeze = ''  # regex over parameter paths, e.g. 'root_block|block1'
+  # Regex over parameter paths that start from the scratch initialiser (seeded by `seed`)
+  # while the rest load from `init`: Soekhoe et al.'s SnT (see bit_jax/layers.py).
+  c.reinit = ''
   c.loss = 'softmax'  # 'softmax' | 'sigmoid' (multi-label)
-  c.plateau_patience = 3  # evaluations without a better validation loss before lr /= ...
+  c.plateau_patience = 3  # evaluations without a better `monitor` before lr *= factor
   c.plateau_factor = 0.1
-  c.early_stopping_patience = config_dict.placeholder(int)
+  c.early_stopping_patience = config_dict.placeholder(int)  # evaluations, on `monitor`
+  # What plateau and early stopping watch: 'val_loss' (lower is better), 'val_top1' or
+  # 'val_top5' (higher is better); needs val_fraction.
+  c.monitor = 'val_loss'
 
   # Few-shot linear probe of the pre-logits (bit_jax/fewshot.py) at every evaluation, e.g. to
   # watch feature quality during upstream training.
@@ -151,3 +160,19 @@ def study_scale(
   base = base_config()
   base.update(scale['base'])
   return scale, base
+
+
+def study_args(arg: str) -> tuple[str, str, str | None]:
+  """(protocol, scale, dataset) of a study config's argument: comma-separated words, 'paper'
+  for the paper's own protocol (else today's BiT variant, 'bit'), 'mini' for the CPU
+  miniature (else 'full'), and at most one other word, a TFDS dataset (e.g. 'cifar100').
+  ':full', ':mini', ':full,cifar100', ':paper', ':paper,mini', ':paper,cifar100'."""
+  words = [w for w in arg.split(',') if w]
+  protocol = 'paper' if 'paper' in words else 'bit'
+  scale = 'mini' if 'mini' in words else 'full'
+  datasets = [w for w in words if w not in ('paper', 'mini', 'full')]
+  if len(datasets) > 1 or (scale == 'mini' and 'full' in words):
+    raise ValueError(
+      f'Expected words among paper, mini/full and one dataset (e.g. paper,cifar100); got {arg!r}.'
+    )
+  return protocol, scale, datasets[0] if datasets else None

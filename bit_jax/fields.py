@@ -192,6 +192,9 @@ FIELD_CHECKS = {
   'weight_decay': _number(0),
   'plateau_patience': _int(1),
   'plateau_factor': _number(0, 1, open_low=True),
+  'monitor': _one_of(*schedules.MONITOR_MODES),
+  'decay_factor': _number(0, 1, open_low=True),
+  'dropout': _number(0, 1, open_high=True),
   'early_stopping_patience': _int(1),
   'shots': _int(1),
   'fraction': _number(0, 1, open_low=True),
@@ -233,10 +236,17 @@ def check_fields(phase: ml_collections.ConfigDict) -> None:
       problems.append(f'{field}={value!r} (expected a tuple of numbers >= 0)')
   if phase.shots and phase.fraction:
     problems.append(f'shots={phase.shots} and fraction={phase.fraction} (set one of them)')
-  try:
-    re.compile(phase.freeze)
-  except (re.error, TypeError) as e:
-    problems.append(f'freeze={phase.freeze!r} (not a regular expression: {e})')
+  for field in ('freeze', 'reinit'):
+    try:
+      re.compile(phase[field])
+    except (re.error, TypeError) as e:
+      problems.append(f'{field}={phase[field]!r} (not a regular expression: {e})')
+  if (phase.lr_schedule == 'plateau' or phase.early_stopping_patience) and not phase.val_fraction:
+    # Without a holdout there is no `monitor` metric: the rule would silently never act.
+    problems.append(
+      f'lr_schedule={phase.lr_schedule!r}, early_stopping_patience='
+      f'{phase.early_stopping_patience} watch {phase.monitor}, which needs val_fraction'
+    )
   if problems:
     raise ConfigError(f'Phase {phase.name}: ' + '; '.join(problems) + '.')
 

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from bit_jax.data_sources import DataSource
 
-PREPROCESSINGS = ('bit', 'inception')
+PREPROCESSINGS = ('bit', 'inception', 'none')
 DEFAULT_SHUFFLE_BUFFER = 50_000
 CACHE_LIMIT = 10_000  # shards up to this many examples are cached (undecoded) in memory
 _SHUFFLE, _AUGMENT = 0, 1  # keep the shuffle's and the augmentations' seeds unrelated
@@ -165,6 +165,13 @@ def _inception_augment(image, seed, *, crop: int) -> tf.Tensor:
   return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
+def _no_augment(image, seed, *, crop: int) -> tf.Tensor:
+  """Training images as the eval sees them (resized to `crop`, no crop, no flip): papers
+  that train "without augmentation" (Prasad et al.)."""
+  del seed
+  return tf.image.resize(image, [crop, crop])
+
+
 def _label(label: tf.Tensor, num_classes: int, multi_hot: bool) -> tf.Tensor:
   """The int class, or with `multi_hot` a float32 [num_classes] of 0/1 (one or many)."""
   if not multi_hot:
@@ -201,7 +208,8 @@ def train_data(
   Yields ``{'image': float32 [b, crop, crop, 3] in [-1, 1], 'label': int32 [b] (float32
   [b, num_classes] with multi_hot), 'id': int64 [b]}`` with b = global_batch_size /
   process_count. 'bit' resizes to `resize` squared, then random-crops `crop` and
-  flips; 'inception' takes a random 5-100% area, 3/4-4/3 aspect crop, resized to `crop`.
+  flips; 'inception' takes a random 5-100% area, 3/4-4/3 aspect crop, resized to `crop`;
+  'none' resizes to `crop` and nothing else, as `eval_data` does.
   """
   share = _process_share(source, ids, global_batch_size, process_index, process_count)
   if preprocess == 'bit':
@@ -213,6 +221,8 @@ def train_data(
     augment = functools.partial(_bit_augment, resize=resize, crop=crop)
   elif preprocess == 'inception':
     augment = functools.partial(_inception_augment, crop=crop)
+  elif preprocess == 'none':
+    augment = functools.partial(_no_augment, crop=crop)
   else:
     raise ValueError(f'Expected preprocess in {PREPROCESSINGS}; got {preprocess!r}.')
 

@@ -3,9 +3,9 @@ leaves exits to the command line.
 
 Every `log_every` steps the mean loss since the last report is checked (a NaN/inf stops the
 run before it can be saved) and printed with the rate and ETA. Every `eval_every` steps the
-phase's evaluators run; the validation loss, if there is a holdout, drives reduce-on-plateau
-and early stopping. Every `checkpoint_every` steps, and when a stop is requested, the train
-state and the `RunState` are saved. The last step is never saved here: `finish` saves the
+phase's evaluators run; the `monitor` metric of the validation holdout (its loss or top-1)
+drives reduce-on-plateau and early stopping. Every `checkpoint_every` steps, and when a stop
+is requested, the train state and the `RunState` are saved. The last step is never saved here: `finish` saves the
 phase's end, with its final evaluation, once.
 """
 
@@ -57,7 +57,10 @@ class PhaseLoop:
     )
     self.rng = jax.random.PRNGKey(s.seed + phase.index)
     self.plateau = schedules.Plateau(
-      s.plateau_patience, s.plateau_factor, s.early_stopping_patience
+      s.plateau_patience,
+      s.plateau_factor,
+      s.early_stopping_patience,
+      mode=schedules.MONITOR_MODES[s.monitor],
     )
     self._pending_losses = []
 
@@ -101,7 +104,7 @@ class PhaseLoop:
       if early:
         self.services.writer.print(
           f'[{s.name}] early stopping after {done} steps: no better '
-          f'validation loss in {s.early_stopping_patience} evaluations.'
+          f'{s.monitor} in {s.early_stopping_patience} evaluations.'
         )
         return train_state, run_state, 'early_stop'
     return train_state, run_state, 'done'
@@ -186,6 +189,6 @@ class PhaseLoop:
       f'[{s.name}] eval: '
       + '  '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))
     )
-    if 'val_loss' in metrics and (s.lr_schedule == 'plateau' or s.early_stopping_patience):
-      return self.plateau.update(metrics['val_loss'])
+    if s.monitor in metrics and (s.lr_schedule == 'plateau' or s.early_stopping_patience):
+      return self.plateau.update(metrics[s.monitor])
     return False

@@ -164,6 +164,9 @@ class ResNetV2(nn.Module):
       (normalisation statistics are taken in at least float32, otherwise in the input dtype).
     ops: 'custom' (hand-written gradients, fast on CPU), 'plain' (autodiff) or 'auto' (custom
       on the CPU, plain on GPU/TPU); the values and gradients are the same (see ops.py).
+    dropout: rate of dropout on the pre-logits, before the head (Ahmad & Shin: 0.5). It acts
+      only in `__call__(..., train=True)` with a 'dropout' rng; otherwise the model is
+      deterministic, as at evaluation. BiT has none (0).
   """
 
   depth: int = 50
@@ -173,6 +176,7 @@ class ResNetV2(nn.Module):
   units: Sequence[int] | None = None
   param_dtype: Dtype = jnp.float32
   ops: str = 'auto'
+  dropout: float = 0.0
 
   @property
   def stage_units(self) -> Sequence[int]:
@@ -183,7 +187,7 @@ class ResNetV2(nn.Module):
     return DEPTHS[self.depth]
 
   @nn.compact
-  def __call__(self, x, *, return_intermediates: bool = False):
+  def __call__(self, x, *, return_intermediates: bool = False, train: bool = False):
     out = {}
     root_features = int(64 * self.width)
     x = StdConv(
@@ -216,6 +220,8 @@ class ResNetV2(nn.Module):
     x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2))
     out['pre_logits'] = x
     if self.num_classes is not None:
+      if self.dropout:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.Dense(
         self.num_classes,
         kernel_init=nn.initializers.zeros,
@@ -290,6 +296,7 @@ class Architecture:
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     ops: str = 'auto',
+    dropout: float = 0.0,
   ) -> ResNetV2:
     return ResNetV2(
       units=self.units,
@@ -298,6 +305,7 @@ class Architecture:
       dtype=dtype,
       param_dtype=param_dtype,
       ops=ops,
+      dropout=dropout,
     )
 
 

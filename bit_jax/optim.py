@@ -12,9 +12,10 @@ import optax
 from flax import traverse_util
 
 
-def frozen_mask(params, freeze: str):
+def frozen_mask(params, freeze: str, field: str = 'freeze'):
   """Tree of bools: True where the '/'-joined path (e.g. 'block1/unit01/conv1/kernel') matches
-  the regex `freeze` (searched, so 'root_block|block1' freezes the root and stage 1)."""
+  the regex `freeze` (searched, so 'root_block|block1' freezes the root and stage 1). `field`
+  names the setting in the error (the same matching selects `reinit`)."""
   pattern = re.compile(freeze) if freeze else None
   flat = traverse_util.flatten_dict(params)
   mask = {path: bool(pattern and pattern.search('/'.join(path))) for path in flat}
@@ -23,7 +24,7 @@ def frozen_mask(params, freeze: str):
     # never show 'root_block'.
     tops = ', '.join(sorted({path[0] for path in flat}))
     raise ValueError(
-      f'freeze={freeze!r} matches no parameter. Paths start with {tops} '
+      f'{field}={freeze!r} matches no parameter. Paths start with {tops} '
       f'(e.g. {"/".join(next(iter(flat)))}).'
     )
   return traverse_util.unflatten_dict(mask)

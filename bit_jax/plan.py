@@ -70,7 +70,10 @@ class Phase:
     """The phase's model (its own head size unless `num_classes` is given)."""
     s = self.settings
     return self.architecture.model(
-      s.num_classes if num_classes == -1 else num_classes, dtype=jnp.dtype(s.dtype), ops=s.ops
+      s.num_classes if num_classes == -1 else num_classes,
+      dtype=jnp.dtype(s.dtype),
+      ops=s.ops,
+      dropout=s.dropout,
     )
 
 
@@ -115,13 +118,23 @@ def _row(phase: Phase) -> tuple[str, ...]:
     f'{s.num_examples}{holdout}',
     str(s.total_steps),
     str(s.batch_size),
-    f'{s.lr:.4g} {s.lr_schedule}',
-    f'{s.resize}->{s.crop}',
-    f'{s.mixup_alpha:g}',
+    f'{s.lr:.4g} {_schedule(s)}',
+    f'{s.resize}->{s.crop}' + (' no aug' if s.preprocess == 'none' else ''),
+    f'{s.mixup_alpha:g}' + (f' dropout {s.dropout:g}' if s.dropout else ''),
     f'{init} ({phase.architecture.name})',
     s.head,
-    repr(s.freeze),
+    repr(s.freeze) + (f' reinit {s.reinit!r}' if s.reinit else ''),
   )
+
+
+def _schedule(s) -> str:
+  """The schedule's name, with what it decays at or watches where that is not the default."""
+  text = s.lr_schedule
+  if s.lr_schedule == 'step':
+    text += f' x{s.decay_factor:g} at {list(s.decay_steps)}'
+  if s.lr_schedule == 'plateau' or s.early_stopping_patience:
+    text += f' on {s.monitor}'
+  return text
 
 
 def json_safe(value):
@@ -331,7 +344,19 @@ def _started_from(s, previous: Phase | None) -> tuple[models.Architecture, str]:
   return architecture, s.head or 'reset'
 
 
+def _check_reinit(s, model) -> None:
+  if not s.reinit:
+    return
+  if s.init == 'scratch':
+    raise ConfigError(f"reinit={s.reinit!r} but init='scratch': everything is new already.")
+  try:
+    optim.frozen_mask(models.param_shapes(model), s.reinit, field='reinit')
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def _freeze_note(s, model) -> str | None:
+  _check_reinit(s, model)
   if not s.freeze:
     return None
   try:

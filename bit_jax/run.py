@@ -297,6 +297,7 @@ def _start_line(phase: Phase) -> str:
     f'{s.batch_size}, lr {s.lr:.4g} ({s.lr_schedule}{scaling}), '
     f'{s.resize}->{s.crop}px, mixup {s.mixup_alpha}, init {s.init} '
     f'({phase.architecture.name}), head {s.head}, freeze {s.freeze!r}'
+    + (f', reinit {s.reinit!r}' if s.reinit else '')
   )
 
 

@@ -4,7 +4,11 @@
   see `hyperrule.learning_rate`), 0 from `total_steps` on;
 * 'constant': linear warmup, then flat;
 * 'plateau': linear warmup, then flat times `Plateau.scale`, which drops by `plateau_factor`
-  after `plateau_patience` evaluations without a better validation loss.
+  after `plateau_patience` evaluations without a better `monitor` (validation loss, lower
+  is better, or validation top-1/top-5 accuracy, higher is better);
+* 'step': linear warmup, then times `decay_factor` (γ) at each of `decay_steps`, and on
+  after `total_steps` (a plain step decay, e.g. every 10 epochs with `decay_epochs`; unlike
+  'hyperrule' it never drops to 0).
 
 The host computes the rate of every step as a Python float (see optim.py for why).
 """
@@ -14,7 +18,12 @@ import math
 
 from bit_jax import hyperrule
 
-SCHEDULES = ('hyperrule', 'constant', 'plateau')
+SCHEDULES = ('hyperrule', 'constant', 'plateau', 'step')
+
+# The metrics that may drive reduce-on-plateau and early stopping, and which way is better.
+# Only the validation holdout's: choosing when to stop on the test set would report a number
+# the test set has already selected.
+MONITOR_MODES = {'val_loss': 'min', 'val_top1': 'max', 'val_top5': 'max'}
 
 
 def learning_rate(phase, step: int, plateau_scale: float = 1.0) -> float:
@@ -24,6 +33,8 @@ def learning_rate(phase, step: int, plateau_scale: float = 1.0) -> float:
     return hyperrule.learning_rate(step, None, phase.lr, schedule=schedule)
   if step < phase.warmup_steps:
     return phase.lr * step / phase.warmup_steps
+  if phase.lr_schedule == 'step':
+    return phase.lr * phase.decay_factor ** sum(step >= b for b in phase.decay_steps)
   return phase.lr * plateau_scale
 
 
@@ -77,20 +88,32 @@ def hyperrule_note(phase, image_hw=None) -> str:
 
 @dataclasses.dataclass
 class Plateau:
-  """Reduce-on-plateau and early stopping from validation losses; a JSON-able state."""
+  """Reduce-on-plateau and early stopping from one monitored metric; a JSON-able state.
+
+  `mode` 'min': a lower value is better (a loss); 'max': a higher one (an accuracy). As
+  Keras' ReduceLROnPlateau/EarlyStopping with min_delta=0 and no cooldown: only a strictly
+  better value resets the counts; the lr is multiplied by `factor` every `patience`
+  evaluations without one, and training stops after `stop_patience` of them."""
 
   patience: int
   factor: float
   stop_patience: int | None
-  best: float = math.inf
+  mode: str = 'min'
+  best: float = math.inf  # the worst value of a 'min' metric; -inf for 'max' (post_init)
   since_best: int = 0
   since_reduce: int = 0
   scale: float = 1.0
 
-  def update(self, val_loss: float) -> bool:
+  def __post_init__(self):
+    if self.mode not in ('min', 'max'):
+      raise ValueError(f"Expected mode 'min' or 'max'; got {self.mode!r}.")
+    if self.mode == 'max' and self.best == math.inf:
+      self.best = -math.inf
+
+  def update(self, value: float) -> bool:
     """Record one evaluation; True when training should stop early."""
-    if val_loss < self.best:
-      self.best, self.since_best, self.since_reduce = val_loss, 0, 0
+    if value < self.best if self.mode == 'min' else value > self.best:
+      self.best, self.since_best, self.since_reduce = value, 0, 0
       return False
     self.since_best += 1
     self.since_reduce += 1

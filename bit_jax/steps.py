@@ -37,13 +37,14 @@ def make_train_step(
   loss_fn = LOSSES[loss]
   num_classes = model.num_classes
 
-  def mean_loss(params, images, targets):
-    logits = model.apply({'params': params}, images)
+  def mean_loss(params, images, targets, key):
+    # Dropout (a model with `dropout` > 0) draws its mask from `key`; it is off at eval.
+    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': key})
     return jnp.mean(loss_fn(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets))
 
-  def loss_and_grads(params, images, targets):
+  def loss_and_grads(params, images, targets, key):
     if batch_split == 1:
-      return jax.value_and_grad(mean_loss)(params, images, targets)
+      return jax.value_and_grad(mean_loss)(params, images, targets, key)
 
     # Micro-batch j takes examples j, j + k, j + 2k, ...: every device keeps a share of every
     # micro-batch, so data parallelism is not lost to the split.
@@ -58,17 +59,17 @@ def make_train_step(
       jnp.zeros((), jnp.promote_types(images.dtype, jnp.float32)),
       jax.tree.map(jnp.zeros_like, params),
     )
-    total, _ = jax.lax.scan(accumulate, zeros, (split(images), split(targets)))
+    keys = jax.random.split(key, batch_split)
+    total, _ = jax.lax.scan(accumulate, zeros, (split(images), split(targets), keys))
     return jax.tree.map(lambda t: t / batch_split, total)
 
   def train_step(state, batch, lr, rng):
     targets = targets_of(
       batch['label'], num_classes, jnp.promote_types(batch['image'].dtype, jnp.float32)
     )
-    images, targets = mixup(
-      jax.random.fold_in(rng, state['step']), batch['image'], targets, mixup_alpha
-    )
-    value, grads = loss_and_grads(state['params'], images, targets)
+    step_rng = jax.random.fold_in(rng, state['step'])
+    images, targets = mixup(step_rng, batch['image'], targets, mixup_alpha)
+    value, grads = loss_and_grads(state['params'], images, targets, jax.random.fold_in(step_rng, 1))
     direction, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     updates = jax.tree.map(lambda d: -lr * d, direction)
     new_state = {

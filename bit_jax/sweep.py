@@ -18,7 +18,10 @@ A sweep config's `get_config(arg)` returns a ConfigDict with
   k-shot, fraction or holdout draws), so its k-th repeat of every run shares the subsets and
   seeds of every other run's k-th: the pairs `report.compare` tests. `hold_subset=True`
   keeps `subset_seed` (every repeat trains on the same images);
-* `report`: see `bit_jax/report.py` (plot, summary with 95% intervals, comparisons).
+* `report`: see `bit_jax/report.py` (plot, summary with 95% intervals, comparisons);
+* `swap` (optional): `dict(halves=(A, B))`, two disjoint class tuples: every run that names
+  '{source}', '{target}' or '{direction}' runs in both directions, and the report is of
+  their mean, each direction's under `<workdir>/directions/` (see bit_jax/class_split.py).
 
 Each repeat trains with `run.run` in `<workdir>/<name>/seed<k>` when the sweep names
 `seeds`, or in `<workdir>/<name>` for a run without repeats (no `seeds` in the sweep, or the
@@ -45,7 +48,7 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import command_line, files, report, train
+from bit_jax import class_split, command_line, files, report, train
 from bit_jax import run as run_lib
 from bit_jax.errors import ConfigError, Stopped
 from bit_jax.lock import WorkdirInUse, is_claimed
@@ -95,7 +98,10 @@ def _absolute(path) -> epath.Path:
 
 def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
   """The runs as plain dicts, after checking names, fields and references to other runs."""
-  runs = [_as_dict(r) for r in sweep.runs]
+  try:
+    runs = class_split.expand([_as_dict(r) for r in sweep.runs], _swap(sweep))
+  except ValueError as e:
+    raise SweepConfigError(str(e)) from None
   fields = set(sweep.base.to_dict())
   seen = set()
   for index, run in enumerate(runs):
@@ -130,6 +136,28 @@ def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
         )
     seen.add(name)
   return runs
+
+
+def _swap(sweep) -> dict | None:
+  swap = sweep.get('swap')
+  return _as_dict(swap) if swap else None
+
+
+def write_reports(sweep, workdir, name: str) -> None:
+  """The sweep's tables and plot; with a class swap, those of the two directions' means, and
+  each direction's own summary under `<workdir>/directions/` (no comparisons or plot there:
+  the compared tags name a run of each direction)."""
+  rows, columns, phase_rows, eval_rows = collect(sweep, workdir)
+  spec = _as_dict(sweep.report)
+  if not _swap(sweep):
+    report.write_all(workdir, name, rows, columns, phase_rows, eval_rows, spec)
+    return
+  means = class_split.direction_means(rows)
+  report.write_all(workdir, name, means, columns, phase_rows, eval_rows, spec)
+  directions = epath.Path(workdir) / 'directions'
+  directions.mkdir(parents=True, exist_ok=True)
+  each = {k: v for k, v in spec.items() if k != 'compare'} | {'runs': ()}
+  report.write_all(directions, name, rows, columns, phase_rows, eval_rows, each)
 
 
 def repeats(sweep: ml_collections.ConfigDict, workdir) -> list[Repeat]:
@@ -210,7 +238,7 @@ def _run_shard(sweep, workdir, name, stop, shard) -> list[dict]:
 
   def write_report():
     if jax.process_index() == 0:
-      report.write_all(workdir, name, *collect(sweep, workdir), _as_dict(sweep.report))
+      write_reports(sweep, workdir, name)
 
   def train_here(repeat: Repeat) -> None:
     if stop.agreed():

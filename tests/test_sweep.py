@@ -8,6 +8,7 @@ rule, and counting calls to `run.run`.
 
 import importlib.util
 import json
+import math
 import os
 
 import jax
@@ -383,3 +384,158 @@ def test_every_miniature_starts_its_target_runs_from_a_zero_head(tmp_path, share
     np.testing.assert_array_equal(
       start['block1']['unit01']['conv1']['kernel'], params['block1']['unit01']['conv1']['kernel']
     )
+
+
+# --- the papers' own protocols ----------------------------------------------------------------
+
+
+def _runs(config):
+  return {r['name']: r for r in sweep.check_runs(config)}
+
+
+@pytest.mark.parametrize('path', STUDIES, ids=lambda p: p.stem)
+def test_paper_miniature_is_the_paper_protocol_with_other_sizes(path):
+  """Both run the same conditions with the same fields, phases and report; only sizes (and the
+  miniature's own upstream, where it has no checkpoint offline) differ."""
+  study = load_study(path)
+  full, mini = study.get_config('paper'), study.get_config('paper,mini')
+
+  def structure(config):
+    return sorted(
+      {
+        json.dumps([sorted(r.get('tags', {})), [sorted(p) for p in r.get('phases', ())]])
+        for name, r in _runs(config).items()
+        if not name.startswith(('upstream', 'source'))
+      }
+    )
+
+  assert structure(full) == structure(mini)
+  assert sorted(full.report) == sorted(mini.report) and ('swap' in full) == ('swap' in mini)
+  assert full.seeds == mini.seeds == 5 and mini.base.model == 'R14x0.5'
+
+
+def test_ahmad_shin_protocol_keeps_the_lr_fixed_and_watches_validation_accuracy():
+  study = load_study(REPO / 'configs' / 'sweeps' / 'batch_size.py')
+  config = study.get_config('paper,cifar100')
+  base = config.base
+  assert (base.dataset, base.monitor, base.lr_schedule, base.dropout) == (
+    'cifar100',
+    'val_top1',
+    'plateau',
+    0.5,
+  )
+  assert (base.val_fraction, base.lr_scaling, base.init, base.crop) == (
+    0.1,
+    'none',
+    'BiT-S-R50x1',
+    160,
+  )
+  runs = [r for name, r in _runs(config).items() if name.startswith('batch')]
+  assert [r['batch_size'] for r in runs] == [32, 64, 128, 256, 512]
+  for run_ in runs:  # the same rates and lengths at every batch size
+    assert [(p['lr'], p['epochs']) for p in run_['phases']] == [(1e-2, 20.0), (1e-4, 100.0)]
+    assert run_['eval_every'] == math.ceil(45_000 / run_['batch_size'])  # once an epoch
+  assert study.get_config('full,cifar100').base.dataset == 'cifar100'
+
+
+def test_prasad_protocol_is_fixed_epochs_from_scratch_with_eq9():
+  from bit_jax import stepwise
+
+  config = load_study(REPO / 'configs' / 'sweeps' / 'stepwise_growth.py').get_config('paper')
+  base, runs = config.base, _runs(config)
+  assert (base.dataset, base.init, base.preprocess, base.crop) == (
+    'cifar100',
+    'scratch',
+    'none',
+    224,
+  )
+  assert (base.weight_decay, base.momentum, base.lr_schedule, base.decay_factor) == (
+    1e-4,
+    0.9,
+    'step',
+    0.1,
+  )
+  assert base.val_fraction is None and base.early_stopping_patience is None
+  phases = runs['stepwise']['phases']
+  assert [(p['epochs'], p['decay_epochs']) for p in phases] == [(20.0, (10.0,))] * 5
+  assert [p['lr'] for p in phases] == list(stepwise.learning_rates(0.001, 128, (1, 2, 3, 4, 1)))
+  baseline = runs['baseline']
+  assert (baseline['epochs'], baseline['decay_epochs']) == (100.0, (30.0, 60.0, 90.0))
+  assert 'top5' in config.report.compare[0]['y']
+  # The claimed saving: 20 x (0.2 + 0.4 + 0.6 + 0.8 + 1.0) = 60 epochs of O against 100.
+  assert sum(p['epochs'] * p['fraction'] for p in phases) == pytest.approx(60.0)
+
+
+def test_soekhoe_protocol_transfers_and_freezes_the_first_n_and_reinitialises_the_rest():
+  study = load_study(REPO / 'configs' / 'sweeps' / 'frozen_layers.py')
+  config = study.get_config('paper')
+  a, b = config.swap.halves
+  assert len(a) == len(b) == 100 and not set(a) & set(b)
+  runs = _runs(config)
+  assert runs['source_AB']['classes'] == a and runs['source_BA']['classes'] == b
+  assert config.base.init == 'scratch' and 'init' not in runs['source_AB']  # from scratch
+  snt2 = runs['snt2_500_BA']
+  assert snt2['classes'] == a and snt2['init'] == '{workdir}/source_BA/final.npz'
+  assert snt2['freeze'] == '^root_block/|^block1/'
+  assert snt2['reinit'] == '^block2/|^block3/|^block4/|^(pre_head_norm|head)/'
+  assert runs['base_50_AB']['init'] == 'scratch' and not runs['ftall_50_AB'].get('freeze')
+  assert {r['tags']['frozen'] for n, r in runs.items() if n.endswith('_300_AB')} == {
+    'base',
+    'FTall',
+    *(f'SnT{n}' for n in range(1, 6)),
+  }
+  assert (config.base.total_steps, config.base.model) == (10_000, 'R152x1')
+  assert len(study.get_config('paper,cifar100').swap.halves[0]) == 50
+
+
+def test_li_scratch_arm_trains_with_the_upstream_recipe():
+  study = load_study(REPO / 'configs' / 'sweeps' / 'dataset_size_upstream.py')
+  paper, bit = _runs(study.get_config('paper')), _runs(study.get_config('full'))
+  assert paper['bit_m_10'] == bit['bit_m_10']  # the transfer arms are the HyperRule's
+  scratch = paper['scratch_all']
+  assert scratch['lr'] == pytest.approx(0.03 * 512 / 256) and scratch['weight_decay'] == 1e-4
+  assert scratch['total_steps'] == max(math.ceil(90 * 50_000 / 512), 10_000)
+  assert scratch['decay_steps'] == tuple(
+    round(scratch['total_steps'] * e / 90) for e in (30, 60, 80)
+  )
+  mini = _runs(study.get_config('paper,mini'))['scratch_5']
+  assert (mini['lr'], mini['total_steps'], mini['batch_size']) == (0.03, 300, 64)
+
+
+@pytest.mark.slow
+def test_a_swapped_class_split_trains_both_directions_and_reports_their_mean(tmp_path):
+  """Soekhoe's design end to end on digits: a source per half, SnT-2 on the other half from
+  that source's weights (frozen and re-initialised as asked), the mean of both directions."""
+  from bit_jax import layers
+
+  base = tiny_config(eval_every=0, checkpoint_every=0, keep_checkpoints=1, total_steps=2)
+  stages = layers.layers(models.Architecture.from_name('R14x0.5'))
+  runs = (
+    dict(name='source', classes='{source}'),
+    dict(
+      name='snt2',
+      classes='{target}',
+      init='{workdir}/source_{direction}/final.npz',
+      tags={'frozen': 'SnT2'},
+      **layers.transfer_first(2, stages),
+    ),
+  )
+  config = ml_collections.ConfigDict(
+    dict(
+      base=base,
+      runs=runs,
+      swap=dict(halves=((0, 1, 2), (3, 4, 5))),
+      report=dict(x='frozen', compare=(dict(column='frozen', a='SnT2', b='SnT2'),)),
+    )
+  )
+  sweep.run_sweep(config, tmp_path, 'swap')
+  source, target = final_params(tmp_path / 'source_BA'), final_params(tmp_path / 'snt2_AB')
+  assert json.loads((tmp_path / 'snt2_AB' / 'phases.json').read_text())[0]['classes'] == [3, 4, 5]
+  root = 'resnet/root_block/standardized_conv2d/kernel'
+  np.testing.assert_array_equal(final_params(tmp_path / 'source_AB')[root], target[root])
+  assert not np.array_equal(source[root], target[root])  # each direction its own source
+  each = {r['name']: r for r in report.read_csv(tmp_path / 'directions' / 'results.csv')}
+  [mean] = [r for r in report.read_csv(tmp_path / 'results.csv') if r['name'] == 'snt2']
+  assert mean['direction'] == 'mean' and mean['classes'] == ''
+  halves = [float(each[f'snt2_{d}']['top1']) for d in ('AB', 'BA')]
+  assert float(mean['top1']) == pytest.approx(sum(halves) / 2)

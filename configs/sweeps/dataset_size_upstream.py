@@ -18,9 +18,35 @@ repeated with 5 seeds. It prints one line per training and ends with `92 runs fi
 <workdir>/results.md, <workdir>/dataset_size_upstream.png`; the plot has the mean test top-1
 and its 95% interval against images per class, one line per upstream; results.md's paired
 differences say where an upstream's edge is significant (docs/studies.md has the numbers).
+
+The paper's own protocol, `:paper` (`:paper,cifar100` for CIFAR-100), and its CPU miniature
+`:paper,mini`, are the same runs but for the scratch arm, which trains with its own schedule:
+
+    python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:paper,cifar100 \
+        --workdir=/tmp/dataset_size_paper
+    python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:paper,mini \
+        --workdir=/tmp/dataset_size_paper_mini
+
+Point by point against Li et al. 2022:
+
+* follows: BiT-S and BiT-M R50x1 fine-tuned with the BiT-HyperRule on 1, 5, 10, 25, 100 images
+  per class and the whole training set of CIFAR-10 or CIFAR-100, against the same network
+  from scratch;
+* the scratch arm, whose recipe the paper does not give, trains with the *upstream* recipe
+  (BiT's, configs/bit_upstream.py) instead of the fine-tuning one: lr 0.03 x batch/256 (0.06
+  at batch 512), weight decay 1e-4, no MixUp, for 90 epochs of the target set or the
+  HyperRule's steps, whichever is longer, with the lr x0.1 at 30/60/80 of 90 of them. Not a
+  grid: one recipe that is BiT's own for training from scratch, so the baseline is not
+  handicapped by a fine-tuning schedule (lr 0.003, 500 steps);
+* the miniature's scratch arm trains with the miniature upstream's recipe
+  (`mini_upstream_run`: batch 64, lr 0.03, 300 steps) instead of the targets' 60 steps at
+  lr 0.01.
 """
 
-from bit_jax.defaults import mini_base, mini_upstream_run, study_config, study_scale
+import math
+
+from bit_jax import hyperrule
+from bit_jax.defaults import mini_base, mini_upstream_run, study_args, study_config, study_scale
 
 SHOTS = (1, 5, 10, 25, 100, None)  # None: the whole training set
 
@@ -51,22 +77,52 @@ SCALES = {
 }
 
 
+TRAIN_EXAMPLES = {'cifar10': 50_000, 'cifar100': 50_000}
+NUM_CLASSES = {'cifar10': 10, 'cifar100': 100}
+
+
+def scratch_recipe(scale_name: str, dataset: str, shots: int | None) -> dict:
+  """The scratch arm's own schedule (`:paper`): the upstream recipe (see the docstring)."""
+  if scale_name == 'mini':
+    upstream = mini_upstream_run()
+    return {k: upstream[k] for k in ('batch_size', 'lr', 'lr_schedule', 'total_steps')}
+  if dataset not in NUM_CLASSES:
+    raise ValueError(f'The scratch recipe knows {sorted(NUM_CLASSES)}; got {dataset!r}.')
+  batch = 512
+  examples = shots * NUM_CLASSES[dataset] if shots else TRAIN_EXAMPLES[dataset]
+  steps = max(math.ceil(90 * examples / batch), hyperrule.schedule(examples).total_steps)
+  return dict(
+    batch_size=batch,
+    lr=0.03 * batch / 256,
+    weight_decay=1e-4,
+    mixup_alpha=0.0,
+    total_steps=steps,
+    warmup_steps=round(steps * 5 / 90),
+    decay_steps=tuple(round(steps * e / 90) for e in (30, 60, 80)),
+  )
+
+
 def get_config(arg='full'):
-  scale_name, *dataset = arg.split(',')
-  scale, base = study_scale(SCALES, scale_name, 'mini, full or full,<dataset>')
+  protocol, scale_name, dataset = study_args(arg)
+  scale, base = study_scale(SCALES, scale_name, 'mini, full, paper or paper,mini [,<dataset>]')
   if dataset:
-    base.dataset = dataset[0]
+    base.dataset = dataset
   runs = list(scale['upstream_runs'])
   starts = {**scale['upstreams'], 'scratch': ('none (scratch)', 'scratch')}
   for prefix, (label, init) in starts.items():
     for shots in SHOTS:
+      own = (
+        scratch_recipe(scale_name, base.dataset, shots)
+        if protocol == 'paper' and init == 'scratch'
+        else {}
+      )
       runs.append(
         dict(
           name=f'{prefix}_{shots or "all"}',
           init=init,
           shots=shots,
           tags={'upstream': label},
-          **scale['target'],
+          **{**scale['target'], **own},
         )
       )
   # The larger upstream minus the smaller, and each minus scratch, at every target size.
@@ -85,6 +141,6 @@ def get_config(arg='full'):
       y='top1',
       compare=compare,
       xlabel='target training images per class',
-      title=f'Fine-tuning vs. target images per class ({scale_name})',
+      title=f'Fine-tuning vs. target images per class ({arg})',
     ),
   )
