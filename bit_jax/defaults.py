@@ -11,6 +11,8 @@ from pathlib import Path
 import ml_collections
 from ml_collections import config_dict
 
+from bit_jax import metric_names
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -75,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.early_stopping_patience = config_dict.placeholder(int)  # evaluations, on `monitor`
   # What plateau and early stopping watch: 'val_loss' (lower is better), 'val_top1' or
   # 'val_top5' (higher is better); needs val_fraction.
-  c.monitor = 'val_loss'
+  c.monitor = metric_names.VAL_LOSS
 
   # Few-shot linear probe of the pre-logits (bit_jax/fewshot.py) at every evaluation, e.g. to
   # watch feature quality during upstream training.

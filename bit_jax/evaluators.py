@@ -11,7 +11,7 @@ function and returns named metrics for any parameters.
 import jax
 import jax.numpy as jnp
 
-from bit_jax import data_sources, fewshot, input_pipeline, steps
+from bit_jax import data_sources, fewshot, input_pipeline, metric_names, steps
 from bit_jax.parallel import DataParallel
 from bit_jax.plan import Phase
 
@@ -36,12 +36,20 @@ class Classification:
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     count = max(float(totals['count']), 1.0)
+    names = metric_names
     if self.multi_label:
-      accuracy = {'prec1': float(totals['top1']) / count}
+      accuracy = {names.PREC1: float(totals['top1']) / count}
     else:
-      accuracy = {'top1': float(totals['top1']) / count, 'top5': float(totals['top5']) / count}
-    metrics = {**accuracy, 'loss': float(totals['loss']) / count, 'examples': int(totals['count'])}
-    return {f'{self.prefix}_{k}': v for k, v in metrics.items()}
+      accuracy = {
+        names.TOP1: float(totals['top1']) / count,
+        names.TOP5: float(totals['top5']) / count,
+      }
+    metrics = {
+      **accuracy,
+      names.LOSS: float(totals['loss']) / count,
+      names.EXAMPLES: int(totals['count']),
+    }
+    return {names.of(self.prefix, k): v for k, v in metrics.items()}
 
 
 class FewShot:
@@ -64,14 +72,16 @@ class FewShot:
     # Each process probes on one local device, with its own copy of the replicated params.
     local = jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, params)
     local = {k: v for k, v in local.items() if k != 'head'}
-    return {f'fewshot_{k}shot_top1': v for k, v in self.probe.accuracies(local).items()}
+    return {metric_names.fewshot(k): v for k, v in self.probe.accuracies(local).items()}
 
 
 def build(phase: Phase, parallel: DataParallel) -> list:
   """The evaluators of `phase`: the eval split, the validation holdout, the few-shot probe."""
-  evaluators = [Classification('test', phase, phase.data.eval, None, parallel)]
+  evaluators = [Classification(metric_names.TEST, phase, phase.data.eval, None, parallel)]
   if phase.data.val_ids is not None:
-    evaluators.append(Classification('val', phase, phase.data.train, phase.data.val_ids, parallel))
+    evaluators.append(
+      Classification(metric_names.VAL, phase, phase.data.train, phase.data.val_ids, parallel)
+    )
   if phase.settings.fewshot_shots:
     evaluators.append(FewShot(phase))
   return evaluators

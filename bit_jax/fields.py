@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 
 import ml_collections
 
-from bit_jax import defaults, input_pipeline, ops, schedules, steps
+from bit_jax import defaults, input_pipeline, metric_names, ops, schedules, steps
 from bit_jax.errors import ConfigError
 
 PHASE_ONLY_FIELDS = ('name',)
@@ -192,7 +192,7 @@ FIELD_CHECKS = {
   'weight_decay': _number(0),
   'plateau_patience': _int(1),
   'plateau_factor': _number(0, 1, open_low=True),
-  'monitor': _one_of(*schedules.MONITOR_MODES),
+  'monitor': _one_of(*metric_names.MONITOR_MODES),
   'decay_factor': _number(0, 1, open_low=True),
   'dropout': _number(0, 1, open_high=True),
   'early_stopping_patience': _int(1),

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bit_jax import evaluators as evaluators_lib
-from bit_jax import schedules, steps
+from bit_jax import metric_names, schedules, steps
 from bit_jax.checkpoint import Checkpoints
 from bit_jax.errors import RunError
 from bit_jax.lock import WorkdirLock
@@ -60,7 +60,7 @@ class PhaseLoop:
       s.plateau_patience,
       s.plateau_factor,
       s.early_stopping_patience,
-      mode=schedules.MONITOR_MODES[s.monitor],
+      mode=metric_names.MONITOR_MODES[s.monitor],
     )
     self._pending_losses = []
 

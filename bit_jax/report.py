@@ -48,7 +48,7 @@ import re
 import matplotlib
 from etils import epath
 
-from bit_jax import files, how_small, stats
+from bit_jax import files, how_small, metric_names, stats
 from bit_jax.tables import cell as _cell
 from bit_jax.tables import markdown_table, read_csv, typed, write_csv
 from bit_jax.tables import number as _number
@@ -83,13 +83,21 @@ PHASE_COLUMNS = (
   'init',
   'head',
   'num_examples',
-  'test_top1',
-  'test_top5',
-  'val_top1',
+  metric_names.TEST_TOP1,
+  metric_names.TEST_TOP5,
+  metric_names.VAL_TOP1,
   'steps',
   'examples_seen',
 )
-EVAL_COLUMNS = ('name', 'seed_index', 'phase', 'step', 'examples_seen', 'top1', 'val_top1')
+EVAL_COLUMNS = (
+  'name',
+  'seed_index',
+  'phase',
+  'step',
+  'examples_seen',
+  'top1',
+  metric_names.VAL_TOP1,
+)
 COMPARISON_COLUMNS = (
   'y',
   'column',

@@ -23,7 +23,6 @@ SCHEDULES = ('hyperrule', 'constant', 'plateau', 'step')
 # The metrics that may drive reduce-on-plateau and early stopping, and which way is better.
 # Only the validation holdout's: choosing when to stop on the test set would report a number
 # the test set has already selected.
-MONITOR_MODES = {'val_loss': 'min', 'val_top1': 'max', 'val_top5': 'max'}
 
 
 def learning_rate(phase, step: int, plateau_scale: float = 1.0) -> float:

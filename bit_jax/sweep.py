@@ -48,7 +48,7 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import class_split, command_line, files, report, train
+from bit_jax import class_split, command_line, files, metric_names, report, train
 from bit_jax import run as run_lib
 from bit_jax.errors import ConfigError, Stopped
 from bit_jax.lock import WorkdirInUse, is_claimed
@@ -277,7 +277,7 @@ def _eval_rows(base_row, directory, resolved, results):
   evals = {}
   for line in Workdir(directory).metrics.read_text().splitlines():
     record = json.loads(line)
-    if 'test_top1' in record:  # a resumed run logs some steps twice: keep the last
+    if metric_names.TEST_TOP1 in record:  # a resumed run logs some steps twice: keep the last
       evals[record['step']] = record
   rows = []
   for step, record in sorted(evals.items()):
@@ -288,8 +288,8 @@ def _eval_rows(base_row, directory, resolved, results):
         'phase': phase['name'],
         'step': step,
         'examples_seen': seen + (step - first) * phase['batch_size'],
-        'top1': record['test_top1'],
-        'val_top1': record.get('val_top1'),
+        'top1': record[metric_names.TEST_TOP1],
+        metric_names.VAL_TOP1: record.get(metric_names.VAL_TOP1),
       }
     )
   return rows
@@ -320,8 +320,8 @@ def collect(sweep, workdir):
       subset_seed=last['subset_seed'],
       train_examples=last['num_examples'],
       per_class=round(last['num_examples'] / last['num_classes'], 1),
-      top1=results['final'].get('test_top1'),
-      top5=results['final'].get('test_top5'),
+      top1=results['final'].get(metric_names.TEST_TOP1),
+      top5=results['final'].get(metric_names.TEST_TOP5),
       steps=results['steps'],
       examples_seen=results['examples_seen'],
       compute_epochs=results['examples_seen'] / last['num_examples'],

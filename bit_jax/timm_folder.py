@@ -26,7 +26,7 @@ import json
 import numpy as np
 from etils import epath
 
-from bit_jax import files, models, ops, pretrained
+from bit_jax import files, metric_names, models, ops, pretrained
 
 WEIGHTS = 'model.safetensors'
 CONFIG = 'config.json'
@@ -142,9 +142,9 @@ def model_card(card: Card, cfg: dict) -> str:
     scores = ', '.join(
       f'{k.removeprefix("test_")} {v:.4f}'
       for k, v in card.test.items()
-      if k.startswith('test_') and isinstance(v, float) and 'loss' not in k
+      if metric_names.is_accuracy(k)
     )
-    count = card.test.get('test_examples')
+    count = card.test.get(metric_names.of(metric_names.TEST, metric_names.EXAMPLES))
     lines.append(f'- Test accuracy: {scores}' + (f' on {count} test images' if count else ''))
   lines += [
     f'- Input: RGB resized straight to {crop}x{crop} (bilinear, no aspect-preserving crop), '

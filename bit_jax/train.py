@@ -43,7 +43,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import command_line, fields, hyperrule, schedules  # noqa: E402
+from bit_jax import command_line, fields, hyperrule, metric_names, schedules  # noqa: E402
 from bit_jax import plan as plan_lib  # noqa: E402
 from bit_jax import run as run_lib  # noqa: E402
 from bit_jax.errors import ConfigError, Stopped  # noqa: E402
@@ -97,11 +97,7 @@ def initialize_distributed():
 
 def print_results(results: dict, workdir: str) -> None:
   for result in results['phases']:
-    accuracy = '  '.join(
-      f'{k} {v:.4f}'
-      for k, v in result.items()
-      if k.startswith('test_') and isinstance(v, float) and 'loss' not in k
-    )
+    accuracy = '  '.join(f'{k} {v:.4f}' for k, v in result.items() if metric_names.is_accuracy(k))
     print(f'{result["phase"]:>12}: {accuracy}  ({result["steps"]} steps)')
   print(
     f'Done in {results["wall_time_s"]:.0f} s: {results["steps"]} steps, '

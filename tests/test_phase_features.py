@@ -18,6 +18,7 @@ from bit_jax import (
   files,
   input_pipeline,
   layers,
+  metric_names,
   models,
   plan,
   pretrained,
@@ -108,13 +109,13 @@ def test_plateau_on_accuracy_against_a_hand_computation():
   # 0.64 1, 0.64 2 -> lr x0.1 again; 0.63 3 evaluations without a better one -> stop.
   expected_scale = [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
   expected_stop = [False] * 7 + [True]
-  plateau = schedules.Plateau(2, 0.1, 3, mode=schedules.MONITOR_MODES['val_top1'])
+  plateau = schedules.Plateau(2, 0.1, 3, mode=metric_names.MONITOR_MODES[metric_names.VAL_TOP1])
   for accuracy, scale, stop in zip(accuracies, expected_scale, expected_stop):
     assert plateau.update(accuracy) == stop
     assert plateau.scale == pytest.approx(scale)
   assert plateau.best == 0.65
   # A loss, the same numbers: lower is better, so 0.50 stays the best throughout.
-  loss = schedules.Plateau(2, 0.1, 3, mode=schedules.MONITOR_MODES['val_loss'])
+  loss = schedules.Plateau(2, 0.1, 3, mode=metric_names.MONITOR_MODES[metric_names.VAL_LOSS])
   assert [loss.update(v) for v in accuracies[:4]] == [False, False, False, True]
   restored = schedules.Plateau(**vars(plateau))  # checkpointed as JSON
   assert restored == plateau and schedules.Plateau(1, 0.1, None, mode='max').best == -math.inf

@@ -6,6 +6,7 @@ processes), chance accuracy (for learning on real CIFAR-10).
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from bit_jax import metric_names, pretrained, run, weights
 from bit_jax import plan as plan_lib
-from bit_jax import pretrained, run, weights
 from bit_jax.errors import ConfigError, RunError
 
 TINY = REPO / 'tests' / 'configs' / 'tiny.py'
@@ -49,6 +50,19 @@ def test_tiny_run_writes_everything_and_resume_of_a_finished_run_is_a_no_op(tmp_
   assert ids['num_ids'] == phase['num_examples']
   again = run.run(tiny_config(), tmp_path)
   assert again['steps'] == 12 and again['final'] == results['final']
+  top_level, per_phase = documented_results_keys()
+  assert set(top_level) == set(results) == set(metric_names.RESULTS_KEYS)
+  always = {'phase', 'steps', 'examples_seen', 'test_top1', 'test_top5', 'test_loss'}
+  assert always | {'test_examples'} <= set(per_phase)  # README promises them ...
+  assert set(results['final']) == always | {'test_examples'}  # ... and a run writes them
+
+
+def documented_results_keys() -> tuple[list[str], list[str]]:
+  """The keys README.md's "results.json" section documents: (top level, a phase's result)."""
+  section = (REPO / 'README.md').read_text().split('### results.json')[1].split('\n#')[0]
+  bullets = section.split('\n- ')[1:3]
+  keys = [re.findall(r'`([a-z0-9_]+)`', b.split('\n\n')[0]) for b in bullets]
+  return keys[0], keys[1]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
