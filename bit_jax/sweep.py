@@ -183,11 +183,6 @@ def repeats(sweep: ml_collections.ConfigDict, workdir) -> list[Repeat]:
   return out
 
 
-def run_config(sweep, run: dict, workdir) -> ml_collections.ConfigDict:
-  """The train config of a run's first repeat (see `repeats`)."""
-  return next(r.config for r in repeats(sweep, workdir) if r.name == run['name'])
-
-
 def _done(directory) -> bool:
   return Workdir(directory).results.exists()
 
