@@ -24,13 +24,13 @@ HEADS = ('reset', 'keep')
 
 
 def phase_configs(
-  config: ml_collections.ConfigDict, given: Collection[str] = ()
+  config: ml_collections.ConfigDict, given: Collection[str] = (), *, shared_top: bool = False
 ) -> list[ml_collections.ConfigDict]:
   """One unlocked ConfigDict per phase: the top level updated with the phase's overrides.
-  `given`: the top-level fields the user set on the command line (see `check_reach`)."""
+  `given`, `shared_top`: see `check_reach`."""
   base = config.to_dict()
   overrides = base.pop('phases', None) or [{}]
-  check_reach(base, [dict(o) for o in overrides], given)
+  check_reach(base, [dict(o) for o in overrides], given, shared_top=shared_top)
   phases = []
   for index, override in enumerate(overrides):
     override = dict(override)
@@ -62,11 +62,14 @@ def _phase_name(index: int, override: dict) -> str:
   return override.get('name', f'phase{index}')
 
 
-def check_reach(base: dict, overrides: list[dict], given: Collection[str]) -> None:
+def check_reach(
+  base: dict, overrides: list[dict], given: Collection[str], *, shared_top: bool = False
+) -> None:
   """Refuse a top-level setting that some phase would silently override: a field `given` on
-  the command line that a phase sets to another value, or a field the config sets at the top
-  (not its default) that every phase it could reach sets itself. (`init` at the top reaches
-  the first phase only; later ones start from the previous phase.)"""
+  the command line (or by a sweep's run) that a phase sets to another value, or a field the
+  config sets at the top (not its default) that every phase it could reach sets itself,
+  unless that top is a base that other runs share too (`shared_top`: a sweep's). (`init` at
+  the top reaches the first phase only; later ones start from the previous phase.)"""
   if len(overrides) == 1 and not overrides[0]:
     return
   default = defaults.base_config().to_dict()
@@ -86,7 +89,7 @@ def check_reach(base: dict, overrides: list[dict], given: Collection[str]) -> No
         f'--config.{field}={base[field]!r} does not reach {"phases" if len(setters) > 1 else "phase"} {listing}, which set '
         f'{field} themselves; set it per phase ({per_phase}) or change config.phases'
       )
-    elif setters and not others and not _same(base[field], default.get(field)):
+    elif setters and not others and not shared_top and not _same(base[field], default.get(field)):
       problems.append(
         f'{field}={base[field]!r} at the top of the config reaches no phase: every phase '
         f'sets it ({listing}); remove it or set it in the phases'

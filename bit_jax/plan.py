@@ -473,9 +473,11 @@ def resolve(
   device_count: int | None = None,
   process_count: int | None = None,
   given: Collection[str] = (),
+  shared_top: bool = False,
 ) -> Plan:
   """The checked plan of `config` on this machine's devices and processes. `given`: the
-  top-level fields set on the command line, refused where a phase would override them."""
+  top-level fields set on the command line, refused where a phase would override them;
+  `shared_top`: the top level is a base other runs share (see `fields.check_reach`)."""
   device_count = device_count or jax.device_count()
   process_count = process_count or jax.process_count()
   data_shards = config.get('data_shards') or process_count
@@ -484,7 +486,7 @@ def resolve(
       f'data_shards={data_shards} must be a multiple of the {process_count} processes.'
     )
   phases = []
-  for s in phase_configs(config, given):
+  for s in phase_configs(config, given, shared_top=shared_top):
     try:
       phases.append(
         resolve_phase(

@@ -53,12 +53,15 @@ def run(
   stop: StopRequest | None = None,
   accept_changes: Sequence[str] = (),
   claim: Optional['Claim'] = None,
+  given: Sequence[str] = (),
+  shared_top: bool = False,
 ) -> dict:
-  """Train `config` in `workdir` (resuming what is there); returns results.json's content."""
+  """Train `config` in `workdir` (resuming what is there); returns results.json's content.
+  `given`, `shared_top`: a sweep's run, whose fields `given` over a base that other runs
+  share are refused where a phase sets them (see `fields.check_reach`)."""
   check_writable(workdir)
-  return execute(
-    plan_lib.resolve(config), workdir, stop=stop, accept_changes=accept_changes, claim=claim
-  )
+  plan = plan_lib.resolve(config, given=given, shared_top=shared_top)
+  return execute(plan, workdir, stop=stop, accept_changes=accept_changes, claim=claim)
 
 
 def execute(

@@ -73,6 +73,7 @@ class Repeat:
   directory: epath.Path
   config: ml_collections.ConfigDict
   inputs: tuple[epath.Path, ...]  # directories of repeats whose files it reads
+  given: tuple[str, ...] = ()  # the fields the run sets over `base`
 
 
 def _substitute(value, replacements: dict):
@@ -179,7 +180,9 @@ def repeats(sweep: ml_collections.ConfigDict, workdir) -> list[Repeat]:
       directory = workdir / run['name'] / f'seed{k}' if per_seed else workdir / run['name']
       text = json.dumps(config, default=str)
       inputs = tuple(r.directory for r in out if f'{r.directory}/' in text)
-      out.append(Repeat(run['name'], k, directory, ml_collections.ConfigDict(config), inputs))
+      given = tuple(key for key in run if key not in (*RUN_KEYS, 'phases'))
+      config = ml_collections.ConfigDict(config)
+      out.append(Repeat(run['name'], k, directory, config, inputs, given))
   return out
 
 
@@ -248,7 +251,14 @@ def _run_shard(sweep, workdir, name, stop, shard) -> list[dict]:
         if _done(repeat.directory):  # finished by another job since we looked
           return
         print(f'{tag}[{position}/{len(everything)}] {repeat.name} seed {repeat.seed}', flush=True)
-        run_lib.run(repeat.config, repeat.directory, stop=stop, claim=claim)
+        run_lib.run(
+          repeat.config,
+          repeat.directory,
+          stop=stop,
+          claim=claim,
+          given=repeat.given,
+          shared_top=True,
+        )
     except WorkdirInUse:
       print(f'{tag}  {repeat.directory} is being trained by another job; left to it', flush=True)
       return

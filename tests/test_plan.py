@@ -208,6 +208,10 @@ def test_a_top_level_setting_that_a_phase_overrides_is_refused_not_ignored():
   # At the top of a config (or through the API): refused when no phase can see it.
   with pytest.raises(ConfigError, match='total_steps=50 at the top of the config reaches no'):
     fields.phase_configs(config(total_steps=50, phases=two))
+  # A sweep's base is shared by runs with and without phases: only what the run sets counts.
+  fields.phase_configs(config(total_steps=50, phases=two), shared_top=True)
+  with pytest.raises(ConfigError, match='--config.total_steps=50 does not reach'):
+    fields.phase_configs(config(total_steps=50, phases=two), {'total_steps'}, shared_top=True)
   # A top-level value that some phase inherits, or that a phase repeats, takes effect.
   up, down = fields.phase_configs(config(lr=0.1, phases=two))
   assert (up.lr, down.lr) == (0.05, 0.1)
