@@ -4,7 +4,9 @@ and every 'mean [low, high]' the page shows must be one the CSVs give.
 A headline table sits between `<!-- headline: <study> -->` and `<!-- /headline -->`; each row
 is `| key | value |`, the key saying what to recompute (`figure` below). Differences between
 runs that no comparison of the study makes (`paired a - b`) are recomputed with scipy from
-results.csv, independently of bit_jax.stats.
+results.csv, independently of bit_jax.stats. A key ending in ` in directions/` is recomputed
+from the study's `directions/` (a class-swap study's two directions, each training a row,
+where the study's own tables hold their means).
 """
 
 import math
@@ -53,9 +55,14 @@ def _paired(results, a, b):
   )
 
 
+DIRECTIONS = ' in directions/'
+
+
 def figure(study: str, key: str) -> str:
   """The text a headline key stands for, recomputed from docs/studies/<study>/."""
   directory = STUDIES / study
+  if key.endswith(DIRECTIONS):
+    directory, key = directory / 'directions', key[: -len(DIRECTIONS)]
   results = report.read_csv(directory / 'results.csv')
   kind, _, rest = key.partition(' ')
   if kind in ('top1', 'epochs', 'examples'):  # a run's mean and 95% interval
@@ -105,6 +112,17 @@ def figure(study: str, key: str) -> str:
       if (r['name'], r['seed_index'], r['phase']) == (run, seed, phase)
     ]
     return row['steps']
+  if kind in ('phase', 'lr'):  # 'phase <run> <phase>': mean test top-1 after it; 'lr': its lr
+    run, phase = rest.split()
+    rows = [
+      r
+      for r in report.read_csv(directory / 'phases.csv')
+      if (r['name'], r['phase']) == (run, phase)
+    ]
+    if kind == 'lr':
+      [lr] = {float(r['lr']) for r in rows}
+      return f'{lr:.2g}'
+    return f'{100 * np.mean([float(r["test_top1"]) for r in rows]):.1f}'
   raise ValueError(f'{study}: unknown headline key {key!r}')
 
 
@@ -134,7 +152,7 @@ def test_headline_figures_match_the_csvs(study):
 def _shown_triples():
   """Every 'mean [low, high]' docs/studies/ can give: runs, comparisons, how-small answers."""
   shown = set()
-  for directory in STUDIES.iterdir():
+  for directory in [*STUDIES.iterdir(), *STUDIES.glob('*/directions')]:
     for row in report.read_csv(directory / 'summary.csv'):
       for y in ('top1', 'compute_epochs', 'examples_seen', 'steps'):
         if row.get(f'{y}_ci_low'):
@@ -164,16 +182,27 @@ def test_every_interval_on_the_page_is_one_the_csvs_give():
   assert not unknown, f'not in docs/studies/*/: {unknown}'
 
 
-def test_the_docs_tables_are_what_the_report_makes_from_the_runs(tmp_path):
-  # Rebuild study 1 from its per-run rows alone: the comparisons (with Holm) and the how-small
+@pytest.mark.parametrize(
+  'directory, config',
+  [
+    ('dataset_size_upstream', 'dataset_size_upstream.py:mini'),
+    ('frozen_layers_paper', 'frozen_layers.py:paper,mini'),
+    ('batch_size_paper', 'batch_size.py:paper,mini'),
+    ('stepwise_growth_paper', 'stepwise_growth.py:paper,mini'),
+  ],
+)
+def test_the_docs_tables_are_what_the_report_makes_from_the_runs(tmp_path, directory, config):
+  # Rebuild a study from its per-run rows alone: the comparisons (with Holm) and the how-small
   # answers committed under docs/studies/ must come out again.
   import shutil
 
-  study = STUDIES / 'dataset_size_upstream'
+  study = STUDIES / directory
   for table in ('results.csv', 'phases.csv', 'evals.csv'):
     shutil.copy(study / table, tmp_path / table)
-  report.rebuild(tmp_path, str(REPO / 'configs' / 'sweeps' / 'dataset_size_upstream.py') + ':mini')
-  for table in ('comparisons.csv', 'how_small.csv'):
+  report.rebuild(tmp_path, str(REPO / 'configs' / 'sweeps' / config))
+  tables = [t for t in ('comparisons.csv', 'how_small.csv') if (study / t).exists()]
+  assert (tmp_path / 'how_small.csv').exists() == ('how_small.csv' in tables)
+  for table in tables:
     made, committed = (report.read_csv(d / table) for d in (tmp_path, study))
     assert [list(r) for r in made] == [list(r) for r in committed]
     for new, old in zip(made, committed, strict=True):

@@ -17,7 +17,8 @@ then fine-tunes on classes 5-9 at 32 px, with the HyperRule schedule shortened t
 repeated with 5 seeds. It prints one line per training and ends with `92 runs finished:
 <workdir>/results.md, <workdir>/dataset_size_upstream.png`; the plot has the mean test top-1
 and its 95% interval against images per class, one line per upstream; results.md's paired
-differences say where an upstream's edge is significant (docs/studies.md has the numbers).
+differences say where an upstream's edge is significant after Holm's correction, and
+how_small.md how few images per class reach a target (docs/studies.md has the numbers).
 
 The paper's own protocol, `:paper` (`:paper,cifar100` for CIFAR-100), and its CPU miniature
 `:paper,mini`, are the same runs but for the scratch arm, which trains with its own schedule:
@@ -25,7 +26,12 @@ The paper's own protocol, `:paper` (`:paper,cifar100` for CIFAR-100), and its CP
     python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:paper,cifar100 \
         --workdir=/tmp/dataset_size_paper
     python -m bit_jax.sweep --config=configs/sweeps/dataset_size_upstream.py:paper,mini \
-        --workdir=/tmp/dataset_size_paper_mini
+        --workdir=/tmp/dataset_size_paper_mini          # ~2 h on 2 CPU cores (not run)
+
+`:paper,mini` is 92 trainings like `:mini`, but its 30 scratch runs train 300 steps of 64, not
+60: 844,800 examples against `:mini`'s 384,000. Its transfer arms are `:mini`'s, so a copy of
+a finished `:mini` sweep directory with its `scratch_*` directories removed trains only the
+scratch arm (the sweep skips a run with a results.json without comparing its config).
 
 Point by point against Li et al. 2022:
 
