@@ -88,7 +88,7 @@ def infer_series_column(rows, columns) -> str:
 
 
 def series_of(rows, column, scratch=None) -> list[Series]:
-  """Every series of `column` with at least two sizes, on the seeds all of them share."""
+  """Every series of `column` with at least two distinct sizes, on the seeds all of them share."""
   runs = {}
   for r in rows:
     label = cell(r.get(column))
@@ -102,8 +102,10 @@ def series_of(rows, column, scratch=None) -> list[Series]:
   seeds = sorted(seeds, key=lambda s: number(s) or 0)
   out = []
   for label, named in runs.items():
-    groups = sorted(named.values(), key=lambda g: np.mean([number(r['per_class']) for r in g]))
-    if len(groups) < 2 or not seeds:
+    size = lambda g: np.mean([number(r['per_class']) for r in g])
+    groups = sorted(named.values(), key=size)
+    # Two runs at one size (e.g. a class split's two directions) are no curve: sizes must differ.
+    if len({size(g) for g in groups}) < 2 or not seeds:
       continue
     by_seed = [{cell(r['seed_index']): number(r['top1']) for r in g} for g in groups]
     is_scratch = (

@@ -98,3 +98,18 @@ def test_a_sweep_over_images_per_class_gets_a_how_small_section(tmp_path):
   assert not (other / 'how_small.csv').exists()
   # Before any run of a series has finished (the report is written after every repeat).
   assert how_small.write(other, rows[:1], 'upstream') is None
+
+
+def test_runs_at_one_size_are_no_curve():
+  """A class split's two directions at 25 per class are two runs but one size: no series."""
+  rows = [
+    dict(
+      name=f'snt1_{d}', seed_index=s, condition='snt1', init='x', per_class=25, top1=0.3 + s / 100
+    )
+    for d in ('a_to_b', 'b_to_a')
+    for s in range(5)
+  ]
+  assert how_small.series_of(rows, 'condition') == []
+  both = rows + [dict(r, name='snt1_50', per_class=50, top1=r['top1'] + 0.05) for r in rows[:5]]
+  [series] = how_small.series_of(both, 'condition')
+  assert sorted(set(series.k.tolist())) == [25.0, 50.0]
