@@ -17,15 +17,21 @@ import sys
 
 @contextlib.contextmanager
 def native_stderr_muted():
-  """Points file descriptor 2 at /dev/null for the block (C++ writes there directly)."""
+  """Points file descriptor 2 at /dev/null for the block (C++ writes there directly), while
+  Python's `sys.stderr` keeps writing where it did: a warning, or the message of a stop
+  requested during the import (train.py's start-up handler), still reaches the user."""
   sys.stderr.flush()
   saved = os.dup(2)
   devnull = os.open(os.devnull, os.O_WRONLY)
+  python_stderr = sys.stderr
   try:
+    sys.stderr = os.fdopen(saved, 'w', buffering=1, closefd=False)
     os.dup2(devnull, 2)
     yield
   finally:
+    sys.stderr.flush()
     os.dup2(saved, 2)
+    sys.stderr = python_stderr
     os.close(saved)
     os.close(devnull)
 

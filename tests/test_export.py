@@ -41,7 +41,12 @@ def trained(tmp_path_factory):
       Image.fromarray(record['image']).save(path)
   workdir = tmp_path_factory.mktemp('run')
   config = tiny_config(
-    dataset=f'folder:{root}', classes=None, eval_every=0, checkpoint_every=4, phases=PHASES
+    dataset=f'folder:{root}',
+    classes=None,
+    eval_every=0,
+    checkpoint_every=4,
+    total_steps=None,  # every phase sets its own (a top-level value would reach none: refused)
+    phases=PHASES,
   )
   return workdir, root, run.run(config, workdir)
 

@@ -14,7 +14,7 @@ def test_a_failed_close_on_a_full_disk_does_not_hide_the_error_that_ended_the_ru
   tmp_path, monkeypatch, capsys
 ):
   writer = metrics.MetricWriter(tmp_path / 'metrics.jsonl', tmp_path / 'tensorboard')
-  writer.write(1, loss=0.5)
+  writer.write(1, phase='phase0', loss=0.5)
 
   def full():
     raise OSError(errno.ENOSPC, 'No space left on device')
