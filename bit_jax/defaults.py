@@ -153,14 +153,17 @@ def mini_upstream_run(name: str = 'upstream', **overrides) -> dict:
 
 
 def study_scale(
-  scales: dict, arg: str, expected: str = 'mini or full'
+  scales: dict, arg: str, expected: str = 'mini or full', dataset: str | None = None
 ) -> tuple[dict, ml_collections.ConfigDict]:
-  """A study config's scale from its argument, and the base run config that scale sets."""
+  """A study config's scale from its argument, and the base run config that scale sets (on
+  `dataset` instead of the scale's own where one is given, e.g. 'cifar100')."""
   if arg not in scales:
     raise ValueError(f'Expected the argument {expected}; got {arg!r}.')
   scale = scales[arg]
   base = base_config()
   base.update(scale['base'])
+  if dataset:
+    base.dataset = dataset
   return scale, base
 
 

@@ -16,13 +16,12 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO
-from PIL import Image
+from test_predict import CLASSES, write_digits_folder
 from test_train import tiny_config
 
-from bit_jax import data_sources, export, hub, models, predict, pretrained, run, timm_folder
+from bit_jax import export, hub, models, predict, pretrained, run, timm_folder
 from bit_jax.errors import ConfigError, RunError
 
-CLASSES = ('zero', 'one', 'two')
 PHASES = (
   {'name': 'first', 'total_steps': 6},
   {'name': 'second', 'init': 'previous', 'total_steps': 4, 'lr': 0.01},
@@ -33,12 +32,7 @@ PHASES = (
 def trained(tmp_path_factory):
   """A two-phase tiny run on an image folder of real digits: (workdir, folder, results)."""
   root = tmp_path_factory.mktemp('digits')
-  for split in ('train', 'test'):
-    source = data_sources.get_source('sklearn_digits', split, classes=(0, 1, 2))
-    for record in source.records().as_numpy_iterator():
-      path = root / split / CLASSES[record['label']] / f'{record["id"]:04d}.png'
-      path.parent.mkdir(parents=True, exist_ok=True)
-      Image.fromarray(record['image']).save(path)
+  write_digits_folder(root)
   workdir = tmp_path_factory.mktemp('run')
   config = tiny_config(
     dataset=f'folder:{root}',

@@ -24,16 +24,21 @@ from bit_jax import data_sources, export, fewshot, predict, run
 CLASSES = ('zero', 'one', 'two')
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A tiny run on an image folder of real digits: (workdir, folder, results)."""
-  root = tmp_path_factory.mktemp('digits')
+def write_digits_folder(root) -> None:
+  """Digits 0-2 of sklearn as an image folder (root/<split>/<class name>/<id>.png)."""
   for split in ('train', 'test'):
     source = data_sources.get_source('sklearn_digits', split, classes=(0, 1, 2))
     for record in source.records().as_numpy_iterator():
       path = root / split / CLASSES[record['label']] / f'{record["id"]:04d}.png'
       path.parent.mkdir(parents=True, exist_ok=True)
       Image.fromarray(record['image']).save(path)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny run on an image folder of real digits: (workdir, folder, results)."""
+  root = tmp_path_factory.mktemp('digits')
+  write_digits_folder(root)
   workdir = tmp_path_factory.mktemp('run')
   results = run.run(
     tiny_config(

@@ -178,9 +178,7 @@ def get_config(arg='full'):
   protocol, scale_name, dataset = study_args(arg)
   if protocol == 'paper':
     return paper_config(scale_name, dataset)
-  scale, base = study_scale(SCALES, scale_name)
-  if dataset:
-    base.dataset = dataset
+  scale, base = study_scale(SCALES, scale_name, dataset=dataset)
   num_classes = CLASSES.get(base.dataset, scale['num_classes'])
   base.update(
     val_fraction=0.1,

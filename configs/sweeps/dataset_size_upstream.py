@@ -110,9 +110,9 @@ def scratch_recipe(scale_name: str, dataset: str, shots: int | None) -> dict:
 
 def get_config(arg='full'):
   protocol, scale_name, dataset = study_args(arg)
-  scale, base = study_scale(SCALES, scale_name, 'mini, full, paper or paper,mini [,<dataset>]')
-  if dataset:
-    base.dataset = dataset
+  scale, base = study_scale(
+    SCALES, scale_name, 'mini, full, paper or paper,mini [,<dataset>]', dataset=dataset
+  )
   runs = list(scale['upstream_runs'])
   starts = {**scale['upstreams'], 'scratch': ('none (scratch)', 'scratch')}
   for prefix, (label, init) in starts.items():

@@ -178,9 +178,7 @@ def get_config(arg='full'):
   protocol, scale_name, dataset = study_args(arg)
   if protocol == 'paper':
     return paper_config(scale_name, dataset)
-  scale, base = study_scale(SCALES, scale_name)
-  if dataset:
-    base.dataset = dataset
+  scale, base = study_scale(SCALES, scale_name, dataset=dataset)
   runs = list(scale['upstream_runs'])
   for shots in scale['per_class']:
     for prefix, tag, pretrained, freeze in FROZEN:

@@ -191,9 +191,7 @@ def get_config(arg='full'):
   protocol, scale_name, dataset = study_args(arg)
   if protocol == 'paper':
     return paper_config(scale_name, dataset)
-  scale, base = study_scale(SCALES, scale_name)
-  if dataset:
-    base.dataset = dataset
+  scale, base = study_scale(SCALES, scale_name, dataset=dataset)
   b, lam = scale['b'], scale['lr'] * scale['b']
   base.update(
     val_fraction=0.1,
