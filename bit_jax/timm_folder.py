@@ -114,6 +114,26 @@ class Card:
   repo_id: str | None = None  # where it is pushed: the card's loading lines name it
 
 
+def training_facts(card: Card) -> list[str]:
+  """The card's '## Training' bullets: what it started from, its data, steps and test scores."""
+  facts = [
+    ('Fine-tuned from', card.init),
+    ('Fine-tuned on', card.dataset and f'{card.dataset} ({card.train_split})'),
+    ('Training examples', card.examples),
+    ('Steps', card.steps and f'{card.steps} of batch {card.batch_size}'),
+  ]
+  lines = [f'- {k}: {v}' for k, v in facts if v is not None]
+  if card.test:
+    scores = ', '.join(
+      f'{k.removeprefix("test_")} {v:.4f}'
+      for k, v in card.test.items()
+      if metric_names.is_accuracy(k)
+    )
+    count = card.test.get(metric_names.of(metric_names.TEST, metric_names.EXAMPLES))
+    lines.append(f'- Test accuracy: {scores}' + (f' on {count} test images' if count else ''))
+  return lines
+
+
 def model_card(card: Card, cfg: dict) -> str:
   """README.md: what the model is, how it was trained and scored, how to load it."""
   arch = cfg['bit_jax']['architecture']
@@ -131,21 +151,7 @@ def model_card(card: Card, cfg: dict) -> str:
     '## Training',
     '',
   ]
-  facts = [
-    ('Fine-tuned from', card.init),
-    ('Fine-tuned on', card.dataset and f'{card.dataset} ({card.train_split})'),
-    ('Training examples', card.examples),
-    ('Steps', card.steps and f'{card.steps} of batch {card.batch_size}'),
-  ]
-  lines += [f'- {k}: {v}' for k, v in facts if v is not None]
-  if card.test:
-    scores = ', '.join(
-      f'{k.removeprefix("test_")} {v:.4f}'
-      for k, v in card.test.items()
-      if metric_names.is_accuracy(k)
-    )
-    count = card.test.get(metric_names.of(metric_names.TEST, metric_names.EXAMPLES))
-    lines.append(f'- Test accuracy: {scores}' + (f' on {count} test images' if count else ''))
+  lines += training_facts(card)
   lines += [
     f'- Input: RGB resized straight to {crop}x{crop} (bilinear, no aspect-preserving crop), '
     f'values scaled to [-1, 1] (mean and std 0.5)',
