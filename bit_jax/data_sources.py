@@ -134,6 +134,21 @@ def _label_feature(builder, label_key: str) -> tuple[int, tuple[str, ...], bool]
   return feature.num_classes, tuple(feature.names), multi_label
 
 
+def _prepared_builder(name: str, data_dir, download: bool):
+  """The TFDS builder of `name`, downloaded and prepared first where `download` allows."""
+  builder = _tfds_builder(name, data_dir)
+  if download and not builder.is_prepared():
+    if not _reachable(DOWNLOAD_HOST):
+      raise FileNotFoundError(
+        f'TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} and the '
+        f'download host {DOWNLOAD_HOST[0]} cannot be reached. Prepare it on a machine '
+        f'with network access (tfds.builder({name!r}).download_and_prepare()) and point '
+        'data_dir at the folder that holds it.'
+      )
+    builder.download_and_prepare()
+  return builder
+
+
 def tfds_source(
   name: str,
   split: str,
@@ -148,16 +163,7 @@ def tfds_source(
   are only comparable between sources built with the same `split` string.
   `label_key` names the label feature (e.g. ``'labels'`` for multi-label data).
   """
-  builder = _tfds_builder(name, data_dir)
-  if download and not builder.is_prepared():
-    if not _reachable(DOWNLOAD_HOST):
-      raise FileNotFoundError(
-        f'TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} and the '
-        f'download host {DOWNLOAD_HOST[0]} cannot be reached. Prepare it on a machine '
-        f'with network access (tfds.builder({name!r}).download_and_prepare()) and point '
-        'data_dir at the folder that holds it.'
-      )
-    builder.download_and_prepare()
+  builder = _prepared_builder(name, data_dir, download)
   num_classes, class_names, multi_label = _label_feature(builder, label_key)
 
   def undecoded_records() -> tf.data.Dataset:
