@@ -1,35 +1,40 @@
-"""The fields of a run's phases: the top-level config merged with each phase's overrides,
-every field checked for type and range, and the comparison of two resolved plans.
+"""A config's phases: the top level merged with each phase's overrides into the settings of
+each phase (bit_jax/settings.py), checked, and two resolved plans compared.
 
 The top level of a config holds the defaults (bit_jax/defaults.py); `config.phases` is a
 sequence of dicts, each overriding some fields for one phase. `check_reach` refuses a
 top-level setting that a phase would silently override (`with_phase_overrides` sets one
-phase's field instead); `check_fields` lists every problem of a phase at once; `changes` says which fields of a resumed run's plan differ from
-the plan it was trained with.
+phase's field instead); `check` lists every problem of a phase at once; `changes` says which
+fields of a resumed run's plan differ from the plan it was trained with.
 """
 
 import ast
 import difflib
-import math
-import re
 from collections.abc import Collection, Sequence
 
 import ml_collections
 
-from bit_jax import defaults, input_pipeline, metric_names, ops, schedules, steps
+from bit_jax import defaults, settings
 from bit_jax.errors import ConfigError
+from bit_jax.settings import PhaseSettings
 
-PHASE_ONLY_FIELDS = ('name',)
-HEADS = ('reset', 'keep')
+PHASE_ONLY_FIELDS = tuple(f.name for f in settings.FIELDS if f.metadata['by'] == 'phase')
 
 
-def phase_configs(
+def phase_settings(
   config: ml_collections.ConfigDict, given: Collection[str] = (), *, shared_top: bool = False
-) -> list[ml_collections.ConfigDict]:
-  """One unlocked ConfigDict per phase: the top level updated with the phase's overrides.
-  `given`, `shared_top`: see `check_reach`."""
+) -> list[PhaseSettings]:
+  """Each phase's settings as given: the top level updated with the phase's overrides (None
+  where the plan derives a value). `given`, `shared_top`: see `check_reach`."""
   base = config.to_dict()
   overrides = base.pop('phases', None) or [{}]
+  unknown = sorted(set(base) - set(settings.CONFIG_FIELDS))
+  if unknown:
+    raise ConfigError(
+      f'The config sets unknown fields {unknown}; the nearest are '
+      f'{", ".join(difflib.get_close_matches(unknown[0], settings.CONFIG_FIELDS, 3, 0))} '
+      f'(every field: README.md, "Config fields").'
+    )
   check_reach(base, [dict(o) for o in overrides], given, shared_top=shared_top)
   phases = []
   for index, override in enumerate(overrides):
@@ -40,16 +45,17 @@ def phase_configs(
         f'Phase {index} sets unknown fields {unknown}; phases may override '
         f'any top-level field: {", ".join(sorted(base))}.'
       )
-    phase = ml_collections.ConfigDict(
-      {
-        **base,
-        'name': f'phase{index}',
-        'index': index,
-        'init': base['init'] if index == 0 else 'previous',
-      }
+    phases.append(
+      settings.from_values(
+        {
+          **base,
+          'name': f'phase{index}',
+          'index': index,
+          'init': base['init'] if index == 0 else 'previous',
+          **override,
+        }
+      )
     )
-    phase.update(override)
-    phases.append(phase)
   return phases
 
 
@@ -119,7 +125,7 @@ def with_phase_overrides(
       nearest = difflib.get_close_matches(field, [f for f in config if f != 'phases'], 3, 0)
       raise ConfigError(
         f'--phase={assignment}: {field!r} is not a field; the nearest are '
-        f'{", ".join(nearest)} (every field: bit_jax/defaults.py).'
+        f'{", ".join(nearest)} (every field: README.md, "Config fields").'
       )
     try:
       value = ast.literal_eval(text)
@@ -131,144 +137,11 @@ def with_phase_overrides(
   return config
 
 
-def _int(low, high=None):
-  return (
-    lambda v: (
-      isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
-    )
-  ), f'an integer >= {low}'
-
-
-def _number(low, high=None, *, open_low=False, open_high=False):
-  def check(v):
-    return (
-      isinstance(v, (int, float))
-      and not isinstance(v, bool)
-      and math.isfinite(v)
-      and (v > low if open_low else v >= low)
-      and (high is None or (v < high if open_high else v <= high))
-    )
-
-  interval = f'{"(" if open_low else "["}{low}, {high if high is not None else "inf"}' + (
-    ')' if open_high or high is None else ']'
-  )
-  return check, f'a number in {interval}'
-
-
-def _one_of(*choices):
-  return (lambda v: v in choices), f'one of {choices}'
-
-
-_OPTIONAL = (
-  'eval_batch_size',
-  'lr',
-  'total_steps',
-  'epochs',
-  'warmup_steps',
-  'warmup_epochs',
-  'mixup_alpha',
-  'shots',
-  'fraction',
-  'val_fraction',
-  'resize',
-  'crop',
-  'early_stopping_patience',
-  'num_classes',
-  'data_shards',
-  'head',
-)
-FIELD_CHECKS = {
-  'batch_size': _int(1),
-  'eval_batch_size': _int(1),
-  'batch_split': _int(1),
-  'base_lr': _number(0, open_low=True),
-  'lr': _number(0, open_low=True),
-  'base_batch': _int(1),
-  'lr_scaling': _one_of('none', 'linear'),
-  'lr_schedule': _one_of(*schedules.SCHEDULES),
-  'total_steps': _int(0),
-  'epochs': _number(0, open_low=True),
-  'warmup_steps': _int(0),
-  'warmup_epochs': _number(0),
-  'mixup_alpha': _number(0),
-  'momentum': _number(0, 1, open_high=True),
-  'weight_decay': _number(0),
-  'plateau_patience': _int(1),
-  'plateau_factor': _number(0, 1, open_low=True),
-  'monitor': _one_of(*metric_names.MONITOR_MODES),
-  'decay_factor': _number(0, 1, open_low=True),
-  'dropout': _number(0, 1, open_high=True),
-  'early_stopping_patience': _int(1),
-  'shots': _int(1),
-  'fraction': _number(0, 1, open_low=True),
-  'val_fraction': _number(0, 1, open_low=True, open_high=True),
-  'resize': _int(1),
-  'crop': _int(1),
-  'num_classes': _int(1),
-  'data_shards': _int(1),
-  'preprocess': _one_of(*input_pipeline.PREPROCESSINGS),
-  'loss': _one_of(*steps.LOSSES),
-  'dtype': _one_of('float32', 'bfloat16'),
-  'ops': _one_of(*ops.CHOICES),
-  'head': _one_of(*HEADS),
-  'seed': _int(0),
-  'subset_seed': _int(0),
-  'log_every': _int(1),
-  'eval_every': _int(0),
-  'checkpoint_every': _int(0),
-  'keep_checkpoints': _int(1),
-  'fewshot_l2': _number(0, open_low=True),
-}
-
-
-def check_fields(phase: ml_collections.ConfigDict) -> None:
+def check(phase: PhaseSettings) -> None:
   """Every field of the right type and in range, all problems listed at once."""
-  problems = []
-  for field, (ok, expected) in FIELD_CHECKS.items():
-    value = phase[field]
-    if value is None and field in _OPTIONAL:
-      continue
-    if not ok(value):
-      problems.append(f'{field}={value!r} (expected {expected})')
-  for field in ('decay_steps', 'decay_epochs', 'classes', 'fewshot_shots', 'fewshot_classes'):
-    value = phase[field]
-    if value is not None and (
-      not isinstance(value, (tuple, list))
-      or not all(isinstance(v, (int, float)) and v >= 0 for v in value)
-    ):
-      problems.append(f'{field}={value!r} (expected a tuple of numbers >= 0)')
-  if phase.shots and phase.fraction:
-    problems.append(f'shots={phase.shots} and fraction={phase.fraction} (set one of them)')
-  for field in ('freeze', 'reinit'):
-    try:
-      re.compile(phase[field])
-    except (re.error, TypeError) as e:
-      problems.append(f'{field}={phase[field]!r} (not a regular expression: {e})')
-  if (phase.lr_schedule == 'plateau' or phase.early_stopping_patience) and not phase.val_fraction:
-    # Without a holdout there is no `monitor` metric: the rule would silently never act.
-    problems.append(
-      f'lr_schedule={phase.lr_schedule!r}, early_stopping_patience='
-      f'{phase.early_stopping_patience} watch {phase.monitor}, which needs val_fraction'
-    )
+  problems = settings.problems(phase)
   if problems:
     raise ConfigError(f'Phase {phase.name}: ' + '; '.join(problems) + '.')
-
-
-# Fields that only say how a run is watched or where its data lives; a resume may change them.
-BOOKKEEPING_FIELDS = (
-  'log_every',
-  'eval_every',
-  'checkpoint_every',
-  'keep_checkpoints',
-  'eval_batch_size',
-  'fewshot_shots',
-  'fewshot_dataset',
-  'fewshot_classes',
-  'fewshot_l2',
-  'data_dir',
-  'ops',
-  'skip_corrupt',
-)
 
 
 def changes(before: list[dict], after: list[dict]) -> tuple[dict[str, list[str]], set[str]]:
@@ -281,9 +154,7 @@ def changes(before: list[dict], after: list[dict]) -> tuple[dict[str, list[str]]
     given.add('phases')
   for old, new in zip(before, after):
     differ = sorted(
-      k
-      for k in set(old) | set(new)
-      if k not in BOOKKEEPING_FIELDS + ('derived',) and old.get(k) != new.get(k)
+      k for k in set(old) | set(new) if k in settings.TRAINING_FIELDS and old.get(k) != new.get(k)
     )
     if differ:
       found[new.get('name', old.get('name'))] = [

@@ -1,10 +1,11 @@
-"""BiT-HyperRule: the fine-tuning recipe that picks hyper-parameters from the data.
+"""BiT-HyperRule: the fine-tuning recipe that picks hyper-parameters from the data, and
+every phase's learning rate at every step.
 
 Reproduces google-research/big_transfer `bit_hyperrule.py` exactly:
 
 * resolution: images smaller than 96x96 in area are resized to 160 and cropped to
- 128; larger ones are resized to 512 and cropped to 480 (the paper says 448/384,
- available as ``rule="paper"``).
+ 128; larger ones are resized to 512 and cropped to 480 (the paper says 448/384; we follow
+ the code, as the released checkpoints were fine-tuned with it).
 * schedule: fine-tuning length and decay points depend only on the number of
  training examples (<20k, <500k, otherwise).
 * learning rate: linear warm-up from 0, then /10 at each decay boundary, with the
@@ -16,8 +17,22 @@ Reproduces google-research/big_transfer `bit_hyperrule.py` exactly:
  `linearly_scaled_lr` is there for configs that ask for scaling (the upstream
  recipe scales 0.03 x batch / 256), never applied by default.
 
-SGD momentum 0.9 and no weight decay are the defaults in `bit_jax/defaults.py`.
+SGD momentum 0.9 and no weight decay are the defaults (bit_jax/settings.py).
 
+A phase's schedule: `fill` derives every field a phase leaves unset from its number of
+examples (the HyperRule's length, or its shape scaled to a length the config fixes, in steps
+or epochs), and `learning_rate` is the lr of a resolved phase at step t, for each
+`lr_schedule`:
+
+* 'hyperrule': linear warmup, then /10 after each of `decay_steps` (the official strictness),
+  0 from `total_steps` on;
+* 'constant': linear warmup, then flat;
+* 'plateau': linear warmup, then flat times the plateau's scale (bit_jax/plateau.py);
+* 'step': linear warmup, then times `decay_factor` (γ) at each of `decay_steps`, and on after
+  `total_steps` (a plain step decay, e.g. every 10 epochs with `decay_epochs`; unlike
+  'hyperrule' it never drops to 0).
+
+The host computes the rate of every step as a Python float (see optim.py for why).
 Everything here is a pure function of its arguments except `image_size`, which may
 read TFDS metadata.
 """
@@ -26,13 +41,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from bit_jax import dataset_names
-
-BASE_LEARNING_RATE = 0.003
+from bit_jax.settings import PhaseSettings
 
 # Below this many training examples a dataset is "small", below the next "medium".
 SMALL_DATASET_LIMIT = 20_000
@@ -41,12 +56,8 @@ MEDIUM_DATASET_LIMIT = 500_000
 # Images with area strictly below SMALL_IMAGE_AREA count as small (official rule).
 SMALL_IMAGE_AREA = 96 * 96
 
-# (resize, crop) per rule: small images are the same in both, large ones differ
-# because the released code uses 512/480 while the paper text says 448/384.
-_RESOLUTIONS = {
-  'official': {'small': (160, 128), 'large': (512, 480)},
-  'paper': {'small': (160, 128), 'large': (448, 384)},
-}
+# (resize, crop) of small and large images: the released code's (the paper says 448/384).
+RESOLUTIONS = {'small': (160, 128), 'large': (512, 480)}
 
 # The official `known_dataset_sizes` table, used when TFDS metadata cannot say
 # (variable-size datasets report (None, None, 3)).
@@ -59,13 +70,10 @@ KNOWN_IMAGE_SIZES = {
 }
 
 
-def resolution(image_hw: Sequence[int], rule: str = 'official') -> tuple[int, int]:
+def resolution(image_hw: Sequence[int]) -> tuple[int, int]:
   """Returns ``(resize, crop)`` for images of original size ``image_hw = (h, w)``."""
-  if rule not in _RESOLUTIONS:
-    raise ValueError(f'Unknown resolution rule {rule!r}; expected one of {sorted(_RESOLUTIONS)}.')
   height, width = image_hw
-  size_class = 'small' if height * width < SMALL_IMAGE_AREA else 'large'
-  return _RESOLUTIONS[rule][size_class]
+  return RESOLUTIONS['small' if height * width < SMALL_IMAGE_AREA else 'large']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +99,30 @@ class Schedule:
         f'{self.warmup_steps}, decay_boundaries={self.decay_boundaries}, '
         f'total_steps={self.total_steps}. Fix the schedule override.'
       )
+
+  def learning_rate(self, step: int, base_lr: float) -> float:
+    """The official BiT-HyperRule learning rate at ``step``. Where the official code returns
+    None (``step >= total_steps``, training is over) this returns 0.0."""
+    if step < self.warmup_steps:
+      return base_lr * step / self.warmup_steps
+    if step >= self.total_steps:
+      return 0.0
+    return _divided_after(base_lr, self.decay_boundaries, step)
+
+  def scaled(self, total_steps: int) -> tuple[int, tuple[int, ...]]:
+    """(warmup, decay boundaries) of the same shape over `total_steps` (scaled, rounded)."""
+    scale = total_steps / self.total_steps
+    return round(self.warmup_steps * scale), tuple(round(b * scale) for b in self.decay_boundaries)
+
+
+def _divided_after(base_lr: float, boundaries: Sequence[int], step: int) -> float:
+  # Repeated division (not base_lr * 0.1**n) mirrors the official float arithmetic, with its
+  # strict `boundary < step`.
+  lr = base_lr
+  for boundary in boundaries:
+    if boundary < step:
+      lr /= 10
+  return lr
 
 
 def schedule(num_examples: int) -> Schedule:
@@ -119,10 +151,10 @@ def regime(num_examples: int) -> str:
   )
 
 
-def resolution_regime(image_hw: Sequence[int], rule: str = 'official') -> str:
+def resolution_regime(image_hw: Sequence[int]) -> str:
   """'8x8 images (area < 96x96): 160->128' and the like."""
   height, width = image_hw
-  resize, crop = resolution(image_hw, rule)
+  resize, crop = resolution(image_hw)
   relation = '<' if height * width < SMALL_IMAGE_AREA else '>='
   return f'{height}x{width} images (area {relation} 96x96): {resize}->{crop}'
 
@@ -139,44 +171,6 @@ def linearly_scaled_lr(batch_size: int, base_lr: float, base_batch: int) -> floa
       f'Expected positive batch sizes; got batch_size={batch_size}, base_batch={base_batch}.'
     )
   return base_lr * batch_size / base_batch
-
-
-def _resolve_schedule(num_examples: int | None, override: Schedule | None) -> Schedule:
-  if override is not None:
-    return override
-  if num_examples is None:
-    raise ValueError(
-      'Expected num_examples (to derive the official schedule) or an explicit '
-      'schedule=Schedule(...); got neither.'
-    )
-  return schedule(num_examples)
-
-
-def learning_rate(
-  step: int,
-  num_examples: int | None,
-  base_lr: float = BASE_LEARNING_RATE,
-  *,
-  schedule: Schedule | None = None,
-) -> float:
-  """The official BiT-HyperRule learning rate at ``step``.
-
-  Where the official code returns None (``step >= total_steps``, training is
-  over) this returns 0.0, so it can be used as an optax schedule; stop the loop
-  with ``Schedule.total_steps``. ``schedule`` overrides the one derived from
-  ``num_examples``.
-  """
-  plan = _resolve_schedule(num_examples, schedule)
-  if step < plan.warmup_steps:
-    return base_lr * step / plan.warmup_steps
-  if step >= plan.total_steps:
-    return 0.0
-  # Repeated division (not base_lr * 0.1**n) mirrors the official float arithmetic.
-  lr = base_lr
-  for boundary in plan.decay_boundaries:
-    if boundary < step:
-      lr /= 10
-  return lr
 
 
 def image_size(dataset_name: str, data_dir: str | None = None) -> tuple[int, int] | None:
@@ -229,3 +223,103 @@ def image_size_from_examples(
     )
   height, width = np.median(sizes, axis=0)
   return (int(round(height)), int(round(width)))
+
+
+# --- a phase's schedule ------------------------------------------------------------------
+
+
+def fill(
+  s: PhaseSettings, *, num_examples: int, image_hw: tuple[int, int] | None, num_classes: int
+) -> PhaseSettings:
+  """`s` with every field it leaves unset derived for its `num_examples` training examples:
+  the lr (`base_lr`, scaled only if asked), the length (the rule's, or `epochs`), warmup and
+  decays (in epochs if given so, else the rule's scaled to the length), MixUp, resolution."""
+  rule = schedule(num_examples)
+  steps_per_epoch = num_examples / s.batch_size
+  total = s.total_steps
+  if total is None:
+    total = math.ceil(s.epochs * steps_per_epoch) if s.epochs else rule.total_steps
+  scaled_warmup, scaled_decays = rule.scaled(total)
+  in_steps = lambda epochs: round(epochs * steps_per_epoch)
+  warmup, decays = s.warmup_steps, s.decay_steps
+  if warmup is None:
+    warmup = in_steps(s.warmup_epochs) if s.warmup_epochs is not None else scaled_warmup
+  if decays is None:
+    decays = tuple(map(in_steps, s.decay_epochs)) if s.decay_epochs is not None else scaled_decays
+  if (s.resize is None or s.crop is None) and image_hw is None:
+    raise ValueError(f'Phase {s.name}: set resize and crop, or give the image size.')
+  resize, crop = resolution(image_hw) if image_hw is not None else (s.resize, s.crop)
+  lr = s.base_lr
+  if s.lr_scaling == 'linear':
+    lr = linearly_scaled_lr(s.batch_size, s.base_lr, s.base_batch)
+  return dataclasses.replace(
+    s,
+    num_classes=num_classes if s.num_classes is None else s.num_classes,
+    lr=lr if s.lr is None else s.lr,
+    total_steps=total,
+    warmup_steps=warmup,
+    decay_steps=tuple(decays),
+    mixup_alpha=mixup_alpha(num_examples) if s.mixup_alpha is None else s.mixup_alpha,
+    resize=resize if s.resize is None else s.resize,
+    crop=crop if s.crop is None else s.crop,
+    num_examples=num_examples,
+  )
+
+
+def learning_rate(s: PhaseSettings, step: int, plateau_scale: float = 1.0) -> float:
+  """The learning rate of a resolved phase at its own step `step` (see the module docstring);
+  `plateau_scale`: the plateau rule's factor so far ('plateau' only)."""
+  if step < s.warmup_steps:
+    return s.lr * step / s.warmup_steps
+  if s.lr_schedule == 'hyperrule':  # the plan checked that the steps make a `Schedule`
+    return 0.0 if step >= s.total_steps else _divided_after(s.lr, s.decay_steps, step)
+  if s.lr_schedule == 'step':
+    return s.lr * s.decay_factor ** sum(step >= b for b in s.decay_steps)
+  return s.lr * (plateau_scale if s.lr_schedule == 'plateau' else 1.0)
+
+
+def describe(phase: PhaseSettings) -> str:
+  """The whole schedule of a resolved phase in words: warmup, decays, total."""
+  warmup = f'warmup {phase.warmup_steps} steps from 0' if phase.warmup_steps else 'no warmup'
+  after = ', '.join(map(str, phase.decay_steps))
+  if phase.lr_schedule == 'hyperrule':
+    rest = f'/10 after steps {after}' if after else 'no decay'
+  elif phase.lr_schedule == 'step':
+    rest = f'x{phase.decay_factor:g} from steps {after}' if after else 'no decay'
+  elif phase.lr_schedule == 'plateau':
+    rest = (
+      f'then x{phase.plateau_factor:g} after {phase.plateau_patience} evaluations without a '
+      f'better {phase.monitor}'
+    )
+  else:
+    rest = 'then constant'
+  return (
+    f'lr {phase.lr:.4g} ({phase.lr_schedule}): {warmup}, {rest}; {phase.total_steps} steps '
+    f'of {phase.batch_size} in all'
+  )
+
+
+def note(phase: PhaseSettings, image_hw: tuple[int, int] | None = None) -> str:
+  """Which HyperRule regime the phase's data put it in, and where the config overrode it."""
+  n = phase.num_examples
+  rule = schedule(n)
+  notes = [regime(n)]
+  scaled = rule.scaled(phase.total_steps)
+  if phase.total_steps != rule.total_steps:
+    notes.append(f'total_steps {phase.total_steps} from the config')
+  given = (phase.warmup_steps, tuple(phase.decay_steps))
+  if given == scaled and phase.total_steps != rule.total_steps:
+    notes.append(f'warmup and decays scaled by {phase.total_steps}/{rule.total_steps}')
+  elif given != scaled:
+    notes.append('warmup/decay steps from the config')
+  if phase.mixup_alpha != mixup_alpha(n):
+    notes.append(f'MixUp {phase.mixup_alpha:g} from the config')
+  if image_hw is not None:
+    derived = resolution(image_hw)
+    where = (
+      ''
+      if derived == (phase.resize, phase.crop)
+      else f'; here {phase.resize}->{phase.crop} from the config'
+    )
+    notes.append(resolution_regime(image_hw) + where)
+  return 'HyperRule: ' + '; '.join(notes)

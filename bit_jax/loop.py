@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bit_jax import evaluators as evaluators_lib
-from bit_jax import metric_names, schedules, steps
+from bit_jax import hyperrule, metric_names, plateau, steps
 from bit_jax.checkpoint import Checkpoints
 from bit_jax.errors import RunError
 from bit_jax.lock import WorkdirLock
@@ -56,7 +56,7 @@ class PhaseLoop:
       )
     )
     self.rng = jax.random.PRNGKey(s.seed + phase.index)
-    self.plateau = schedules.Plateau(
+    self.plateau = plateau.Plateau(
       s.plateau_patience,
       s.plateau_factor,
       s.early_stopping_patience,
@@ -69,10 +69,10 @@ class PhaseLoop:
     'stopped' (a stop was requested; the state is saved)."""
     s, parallel = self.settings, self.services.parallel
     if run_state.plateau:
-      self.plateau = schedules.Plateau(**run_state.plateau)
+      self.plateau = plateau.Plateau(**run_state.plateau)
     line = ProgressLine(s.total_steps, s.batch_size, run_state.phase_step)
     for step in range(run_state.phase_step, s.total_steps):
-      lr = schedules.learning_rate(s, step, self.plateau.scale)
+      lr = hyperrule.learning_rate(s, step, self.plateau.scale)
       train_state, out = self.train_step(
         train_state, parallel.global_batch(next(batches)), np.float32(lr), self.rng
       )

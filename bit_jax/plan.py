@@ -28,7 +28,6 @@ phases.json stores, `table()` what `--dry_run` prints.
 
 import dataclasses
 import hashlib
-import math
 from collections.abc import Collection
 
 import jax
@@ -36,9 +35,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bit_jax import data_sources, dataset_names, hyperrule, models, optim, pretrained, subsets
+from bit_jax import (
+  data_sources,
+  dataset_names,
+  fields,
+  hyperrule,
+  models,
+  optim,
+  pretrained,
+  settings,
+  subsets,
+)
 from bit_jax.errors import ConfigError
-from bit_jax.fields import check_fields, phase_configs
+from bit_jax.settings import PhaseSettings
 
 # How many labels of a large eval split are read to check them before training.
 EVAL_LABEL_SAMPLE = 256
@@ -57,7 +66,7 @@ class Phase:
   """One resolved phase: every field decided (`settings`), its model and its data."""
 
   index: int
-  settings: ml_collections.FrozenConfigDict
+  settings: PhaseSettings
   architecture: models.Architecture
   data: PhaseData
   notes: tuple[str, ...] = ()  # printed at the start of the phase
@@ -84,7 +93,11 @@ class Plan:
 
   def records(self) -> list[dict]:
     """Every resolved value of every phase, as JSON types (phases.json)."""
-    return [json_safe(p.settings.to_dict()) for p in self.phases]
+    return [settings.record(p.settings) for p in self.phases]
+
+  def settings_table(self) -> str:
+    """Every field of every phase (`--dry_run`): one row per field, one column per phase."""
+    return settings.rows([p.settings for p in self.phases])
 
   def table(self) -> str:
     """One row per phase: what the HyperRule and the defaults picked."""
@@ -135,16 +148,6 @@ def _schedule(s) -> str:
   if s.lr_schedule == 'plateau' or s.early_stopping_patience:
     text += f' on {s.monitor}'
   return text
-
-
-def json_safe(value):
-  if isinstance(value, dict):
-    return {k: json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [json_safe(v) for v in value]
-  if isinstance(value, np.generic):
-    return value.item()
-  return value
 
 
 # --- resolving one phase -----------------------------------------------------------------
@@ -229,54 +232,6 @@ def _image_hw(s, source) -> tuple[int, int] | None:
       r['image'] for r in source.records().take(256).as_numpy_iterator()
     )
   return image_hw
-
-
-def fill_from_hyperrule(
-  phase: ml_collections.ConfigDict,
-  *,
-  num_examples: int,
-  image_hw: tuple[int, int] | None,
-  num_classes: int,
-) -> ml_collections.ConfigDict:
-  """Fill every unset HyperRule-derived field of `phase` for its `num_examples` examples."""
-  phase = ml_collections.ConfigDict(phase.to_dict())
-  rule = hyperrule.schedule(num_examples)
-  if phase.num_classes is None:
-    phase.num_classes = num_classes
-  if phase.lr is None:
-    phase.lr = (
-      phase.base_lr
-      if phase.lr_scaling == 'none'
-      else hyperrule.linearly_scaled_lr(phase.batch_size, phase.base_lr, phase.base_batch)
-    )
-  steps_per_epoch = num_examples / phase.batch_size
-  if phase.total_steps is None:
-    phase.total_steps = (
-      math.ceil(phase.epochs * steps_per_epoch) if phase.epochs else rule.total_steps
-    )
-  scale = phase.total_steps / rule.total_steps
-  if phase.warmup_steps is None:
-    phase.warmup_steps = (
-      round(phase.warmup_epochs * steps_per_epoch)
-      if phase.warmup_epochs is not None
-      else round(rule.warmup_steps * scale)
-    )
-  if phase.decay_steps is None:
-    phase.decay_steps = (
-      tuple(round(e * steps_per_epoch) for e in phase.decay_epochs)
-      if phase.decay_epochs is not None
-      else tuple(round(b * scale) for b in rule.decay_boundaries)
-    )
-  if phase.mixup_alpha is None:
-    phase.mixup_alpha = hyperrule.mixup_alpha(num_examples)
-  if phase.resize is None or phase.crop is None:
-    if image_hw is None:
-      raise ValueError(f'Phase {phase.name}: set resize and crop, or give the image size.')
-    resize, crop = hyperrule.resolution(image_hw)
-    phase.resize = resize if phase.resize is None else phase.resize
-    phase.crop = crop if phase.crop is None else phase.crop
-  phase.num_examples = num_examples
-  return phase
 
 
 def _task(s) -> tuple:
@@ -425,12 +380,13 @@ def _ids_digest(*ids) -> str:
 
 
 def resolve_phase(
-  s: ml_collections.ConfigDict, previous: Phase | None, *, device_count: int, data_shards: int
+  s: PhaseSettings, previous: Phase | None, *, device_count: int, data_shards: int
 ) -> Phase:
-  check_fields(s)
-  unset = {k for k, v in s.items() if v is None}
+  """One phase's settings as given -> the phase with every field decided and checked."""
+  fields.check(s)
+  unset = [k for k in settings.CONFIG_FIELDS if getattr(s, k) is None]
   if s.eval_split is None:
-    s.eval_split = dataset_names.default_eval_split(s.dataset)
+    s = dataclasses.replace(s, eval_split=dataset_names.default_eval_split(s.dataset))
   train, evaluate = _sources(s)
   if train.multi_label and s.loss != 'sigmoid':
     raise ConfigError(
@@ -442,27 +398,25 @@ def resolve_phase(
   if num_classes < train.num_classes:
     raise ConfigError(f'num_classes={num_classes} but {train.name} has {train.num_classes}.')
   _check_labels(s, train, evaluate, num_classes, ids)
-  s = fill_from_hyperrule(
+  s = hyperrule.fill(
     s, num_examples=len(ids), image_hw=_image_hw(s, train), num_classes=train.num_classes
   )
   if s.total_steps and s.lr_schedule == 'hyperrule':
-    hyperrule.Schedule(s.warmup_steps, tuple(s.decay_steps), s.total_steps)  # ordered?
-  architecture, s.head = _architecture_and_head(s, previous)
-  if s.model is None:
-    s.model = architecture.name
-  s.multi_label = train.multi_label
-  s.derived = sorted(k for k in unset if s[k] is not None)  # resolved here, not given
-  s.architecture = architecture.name
-  s.data_digest = _ids_digest(ids, val_ids)
+    hyperrule.Schedule(s.warmup_steps, s.decay_steps, s.total_steps)  # in order?
+  architecture, head = _architecture_and_head(s, previous)
+  s = dataclasses.replace(
+    s,
+    head=head,
+    model=s.model or architecture.name,
+    multi_label=train.multi_label,
+    architecture=architecture.name,
+    data_digest=_ids_digest(ids, val_ids),
+  )
+  s = dataclasses.replace(s, derived=tuple(k for k in unset if getattr(s, k) is not None))
   _check_pipeline(s, len(ids), data_shards)
   _check_batches(s, device_count, data_shards)
   _check_fewshot(s)
-  phase = Phase(
-    s.index,
-    ml_collections.FrozenConfigDict(s),
-    architecture,
-    PhaseData(train, evaluate, ids, val_ids),
-  )
+  phase = Phase(s.index, s, architecture, PhaseData(train, evaluate, ids, val_ids))
   note = _freeze_note(s, phase.model())
   return dataclasses.replace(phase, notes=(note,) if note else ())
 
@@ -486,7 +440,7 @@ def resolve(
       f'data_shards={data_shards} must be a multiple of the {process_count} processes.'
     )
   phases = []
-  for s in phase_configs(config, given, shared_top=shared_top):
+  for s in fields.phase_settings(config, given, shared_top=shared_top):
     try:
       phases.append(
         resolve_phase(

@@ -25,7 +25,7 @@ class RunState:
   examples_seen: int = 0
   elapsed_s: float = 0.0  # training wall time before this process started
   results: tuple = ()  # one dict per finished phase
-  plateau: dict | None = None  # `schedules.Plateau` of the phase in progress
+  plateau: dict | None = None  # `plateau.Plateau` of the phase in progress
   # The plan's records (phases.json) the run is trained with: the checkpoint carries them, so
   # the resume check does not depend on a file beside it.
   plan: tuple = ()

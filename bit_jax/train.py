@@ -43,7 +43,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import command_line, fields, hyperrule, metric_names, schedules  # noqa: E402
+from bit_jax import command_line, fields, hyperrule, metric_names  # noqa: E402
 from bit_jax import plan as plan_lib  # noqa: E402
 from bit_jax import run as run_lib  # noqa: E402
 from bit_jax.errors import ConfigError, Stopped  # noqa: E402
@@ -111,8 +111,8 @@ def schedule_lines(plan) -> str:
   for phase in plan.phases:
     s = phase.settings
     image_hw = hyperrule.image_size(s.dataset, s.data_dir)  # metadata only; None: not shown
-    lines.append(f'{s.name}: {schedules.describe(s)}')
-    lines.append(f'{" " * len(s.name)}  {schedules.hyperrule_note(s, image_hw)}')
+    lines.append(f'{s.name}: {hyperrule.describe(s)}')
+    lines.append(f'{" " * len(s.name)}  {hyperrule.note(s, image_hw)}')
   return '\n'.join(lines)
 
 
@@ -137,6 +137,9 @@ def plan_and_run(stop: StopRequest) -> dict | None:
   if _DRY_RUN.value:
     print(plan.table())
     print(schedule_lines(plan))
+    print(
+      f'\nEvery field (README.md, "Config fields", says what each means):\n{plan.settings_table()}'
+    )
     return None
   if stop.requested:
     raise Stopped('Stopped on request while planning, before anything was written; rerun.')

@@ -107,7 +107,7 @@ LR_CASES = (
 
 @pytest.mark.parametrize('num_examples, step, expected', LR_CASES)
 def test_learning_rate_matches_official(num_examples, step, expected):
-  lr = hyperrule.learning_rate(step, num_examples, 0.003)
+  lr = hyperrule.schedule(num_examples).learning_rate(step, 0.003)
   assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
@@ -115,13 +115,13 @@ def test_explicit_schedule_overrides_dataset_size():
   plan = hyperrule.Schedule(warmup_steps=10, decay_boundaries=(20,), total_steps=30)
   expected = {0: 0.0, 5: 0.005, 10: 0.01, 20: 0.01, 21: 0.001, 29: 0.001, 30: 0.0}
   for step, lr in expected.items():
-    assert hyperrule.learning_rate(step, None, 0.01, schedule=plan) == pytest.approx(lr)
+    assert plan.learning_rate(step, 0.01) == pytest.approx(lr)
 
 
 def test_no_warmup_schedule_starts_at_base_lr():
   plan = hyperrule.Schedule(warmup_steps=0, decay_boundaries=(), total_steps=5)
-  assert hyperrule.learning_rate(0, None, 0.1, schedule=plan) == 0.1
-  assert hyperrule.learning_rate(5, None, 0.1, schedule=plan) == 0.0
+  assert plan.learning_rate(0, 0.1) == 0.1
+  assert plan.learning_rate(5, 0.1) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -131,11 +131,6 @@ def test_no_warmup_schedule_starts_at_base_lr():
 def test_invalid_schedule_is_rejected(warmup, boundaries, total):
   with pytest.raises(ValueError, match='warmup_steps'):
     hyperrule.Schedule(warmup, boundaries, total)
-
-
-def test_schedule_needs_size_or_override():
-  with pytest.raises(ValueError, match='num_examples'):
-    hyperrule.learning_rate(0, None)
 
 
 def test_linear_scaling_is_there_when_asked_for():
@@ -152,13 +147,6 @@ def test_resolution_area_boundary_is_strict():
   # Area decides, not the sides: 64 x 143 = 9152 < 9216, 64 x 144 = 9216.
   assert hyperrule.resolution((64, 143)) == (160, 128)
   assert hyperrule.resolution((64, 144)) == (512, 480)
-
-
-def test_paper_resolution_rule():
-  assert hyperrule.resolution((224, 224), rule='paper') == (448, 384)
-  assert hyperrule.resolution((32, 32), rule='paper') == (160, 128)
-  with pytest.raises(ValueError, match='official'):
-    hyperrule.resolution((32, 32), rule='papr')
 
 
 def test_image_size_reads_tfds_metadata():

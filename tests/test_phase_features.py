@@ -4,6 +4,7 @@ hand-worked sequence, step decay and Prasad et al.'s eq. 9 by hand, dropout agai
 definition, augmentation off against the eval images, and the class swap's halves and means
 by hand."""
 
+import dataclasses
 import math
 
 import jax
@@ -15,19 +16,21 @@ from flax import traverse_util
 from bit_jax import (
   class_split,
   defaults,
+  fields,
   files,
+  hyperrule,
   input_pipeline,
   layers,
   metric_names,
   models,
   plan,
   pretrained,
-  schedules,
   stepwise,
   weights,
 )
 from bit_jax.data_sources import get_source
 from bit_jax.errors import ConfigError
+from bit_jax.plateau import Plateau
 
 
 def tiny(**overrides):
@@ -109,16 +112,16 @@ def test_plateau_on_accuracy_against_a_hand_computation():
   # 0.64 1, 0.64 2 -> lr x0.1 again; 0.63 3 evaluations without a better one -> stop.
   expected_scale = [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
   expected_stop = [False] * 7 + [True]
-  plateau = schedules.Plateau(2, 0.1, 3, mode=metric_names.MONITOR_MODES[metric_names.VAL_TOP1])
+  plateau = Plateau(2, 0.1, 3, mode=metric_names.MONITOR_MODES[metric_names.VAL_TOP1])
   for accuracy, scale, stop in zip(accuracies, expected_scale, expected_stop):
     assert plateau.update(accuracy) == stop
     assert plateau.scale == pytest.approx(scale)
   assert plateau.best == 0.65
   # A loss, the same numbers: lower is better, so 0.50 stays the best throughout.
-  loss = schedules.Plateau(2, 0.1, 3, mode=metric_names.MONITOR_MODES[metric_names.VAL_LOSS])
+  loss = Plateau(2, 0.1, 3, mode=metric_names.MONITOR_MODES[metric_names.VAL_LOSS])
   assert [loss.update(v) for v in accuracies[:4]] == [False, False, False, True]
-  restored = schedules.Plateau(**vars(plateau))  # checkpointed as JSON
-  assert restored == plateau and schedules.Plateau(1, 0.1, None, mode='max').best == -math.inf
+  restored = Plateau(**vars(plateau))  # checkpointed as JSON
+  assert restored == plateau and Plateau(1, 0.1, None, mode='max').best == -math.inf
 
 
 def test_plateau_and_early_stopping_need_a_holdout():
@@ -144,13 +147,13 @@ def test_step_decay_at_given_epochs_by_hand():
     decay_epochs=(10.0,),
     warmup_steps=0,
   )
-  [phase] = plan.phase_configs(c)
-  phase = plan.fill_from_hyperrule(phase, num_examples=100, image_hw=(16, 16), num_classes=3)
+  [phase] = fields.phase_settings(c)
+  phase = hyperrule.fill(phase, num_examples=100, image_hw=(16, 16), num_classes=3)
   assert (phase.total_steps, tuple(phase.decay_steps)) == (200, (100,))
-  rates = [schedules.learning_rate(phase, step) for step in (0, 99, 100, 199, 250)]
+  rates = [hyperrule.learning_rate(phase, step) for step in (0, 99, 100, 199, 250)]
   assert rates == pytest.approx([0.5, 0.5, 0.05, 0.05, 0.05])
-  phase.decay_steps, phase.decay_factor = (30, 60, 90), 0.5
-  assert schedules.learning_rate(phase, 95) == pytest.approx(0.5 * 0.5**3)
+  phase = dataclasses.replace(phase, decay_steps=(30, 60, 90), decay_factor=0.5)
+  assert hyperrule.learning_rate(phase, 95) == pytest.approx(0.5 * 0.5**3)
 
 
 def test_no_augmentation_trains_on_the_images_the_eval_sees():

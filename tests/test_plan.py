@@ -1,6 +1,7 @@
 """Config -> plan. Oracles: the official HyperRule table and BiT code (lr 0.003 at any batch,
 ImageNet evaluated on 'validation', a fresh head for every new task), hand-computed schedules."""
 
+import dataclasses
 import math
 import sys
 
@@ -8,10 +9,9 @@ import numpy as np
 import pytest
 from conftest import TEST_DATA
 
-from bit_jax import dataset_names, defaults, fields, models, plan, schedules
+from bit_jax import dataset_names, defaults, fields, hyperrule, models, plan
 from bit_jax.errors import ConfigError
-
-phases = plan  # fill_from_hyperrule (plan.py) and phase_configs (fields.py, imported there)
+from bit_jax.plateau import Plateau
 
 
 def config(**top):
@@ -21,8 +21,8 @@ def config(**top):
 
 
 def test_plain_run_is_one_phase_filled_by_the_hyperrule():
-  [phase] = phases.phase_configs(config())
-  phase = phases.fill_from_hyperrule(phase, num_examples=50_000, image_hw=(32, 32), num_classes=10)
+  [phase] = fields.phase_settings(config())
+  phase = hyperrule.fill(phase, num_examples=50_000, image_hw=(32, 32), num_classes=10)
   assert (phase.total_steps, phase.warmup_steps, tuple(phase.decay_steps)) == (
     10_000,
     500,
@@ -34,16 +34,16 @@ def test_plain_run_is_one_phase_filled_by_the_hyperrule():
 
 
 def test_overrides_win_and_lr_is_official_at_any_batch():
-  [phase] = phases.phase_configs(config(batch_size=128, mixup_alpha=0.0, crop=64, resize=72))
-  phase = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(500, 400), num_classes=3)
+  [phase] = fields.phase_settings(config(batch_size=128, mixup_alpha=0.0, crop=64, resize=72))
+  phase = hyperrule.fill(phase, num_examples=1000, image_hw=(500, 400), num_classes=3)
   assert phase.lr == 0.003  # all three official implementations: never scaled
   assert (phase.resize, phase.crop, phase.mixup_alpha) == (72, 64, 0.0)
   assert phase.total_steps == 500
 
 
 def test_epochs_scale_the_hyperrule_shape():
-  [phase] = phases.phase_configs(config(epochs=2.0, batch_size=100))
-  phase = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32), num_classes=10)
+  [phase] = fields.phase_settings(config(epochs=2.0, batch_size=100))
+  phase = hyperrule.fill(phase, num_examples=1000, image_hw=(32, 32), num_classes=10)
   assert phase.total_steps == 20  # 2 epochs of 1000 at batch 100
   assert (phase.warmup_steps, tuple(phase.decay_steps)) == (4, (8, 12, 16))  # 0.2/.4/.6/.8
 
@@ -52,7 +52,7 @@ def test_phases_inherit_and_carry_weights():
   c = config(
     phases=({'name': 'head', 'freeze': '^(?!head)', 'batch_size': 32}, {'name': 'all', 'lr': 0.01})
   )
-  head, everything = phases.phase_configs(c)
+  head, everything = fields.phase_settings(c)
   assert (head.name, head.init, head.freeze, head.batch_size) == (
     'head',
     'BiT-M-R50x1',
@@ -69,44 +69,46 @@ def test_phases_inherit_and_carry_weights():
 
 def test_linear_scaling_only_when_asked_for():
   for batch in (32, 128, 512, 4096):
-    [phase] = phases.phase_configs(config(batch_size=batch))
-    filled = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32), num_classes=3)
+    [phase] = fields.phase_settings(config(batch_size=batch))
+    filled = hyperrule.fill(phase, num_examples=1000, image_hw=(32, 32), num_classes=3)
     assert filled.lr == 0.003
-    [phase] = phases.phase_configs(config(batch_size=batch, lr_scaling='linear'))
-    filled = phases.fill_from_hyperrule(phase, num_examples=1000, image_hw=(32, 32), num_classes=3)
+    [phase] = fields.phase_settings(config(batch_size=batch, lr_scaling='linear'))
+    filled = hyperrule.fill(phase, num_examples=1000, image_hw=(32, 32), num_classes=3)
     assert filled.lr == pytest.approx(0.003 * batch / 512)
 
 
 def test_unknown_phase_field_is_an_error_that_lists_fields():
   with pytest.raises(ConfigError, match="unknown fields \\['batchsize'\\].*batch_size"):
-    phases.phase_configs(config(phases=({'batchsize': 3},)))
-  [phase] = phases.phase_configs(config(lr_schedule='cosine'))
+    fields.phase_settings(config(phases=({'batchsize': 3},)))
+  [phase] = fields.phase_settings(config(lr_schedule='cosine'))
   with pytest.raises(ConfigError, match='plateau'):
-    fields.check_fields(phase)
+    fields.check(phase)
 
 
 def test_learning_rate_kinds():
-  [phase] = phases.phase_configs(config(lr=0.1, warmup_steps=10, decay_steps=(20,), total_steps=30))
-  phase = phases.fill_from_hyperrule(phase, num_examples=100, image_hw=(32, 32), num_classes=2)
-  assert [schedules.learning_rate(phase, s) for s in (0, 5, 10, 20, 21)] == pytest.approx(
+  [phase] = fields.phase_settings(
+    config(lr=0.1, warmup_steps=10, decay_steps=(20,), total_steps=30)
+  )
+  phase = hyperrule.fill(phase, num_examples=100, image_hw=(32, 32), num_classes=2)
+  assert [hyperrule.learning_rate(phase, s) for s in (0, 5, 10, 20, 21)] == pytest.approx(
     [0.0, 0.05, 0.1, 0.1, 0.01]
   )
-  phase.lr_schedule = 'plateau'
-  assert schedules.learning_rate(phase, 25, plateau_scale=0.1) == pytest.approx(0.01)
+  phase = dataclasses.replace(phase, lr_schedule='plateau')
+  assert hyperrule.learning_rate(phase, 25, plateau_scale=0.1) == pytest.approx(0.01)
 
 
 def test_plateau_reduces_then_stops():
-  plateau = schedules.Plateau(patience=2, factor=0.5, stop_patience=3)
+  plateau = Plateau(patience=2, factor=0.5, stop_patience=3)
   assert not plateau.update(1.0)
   assert not plateau.update(1.1) and plateau.scale == 1.0
   assert not plateau.update(1.2) and plateau.scale == 0.5  # 2 evaluations without a better loss
   assert plateau.update(1.3)  # 3: stop
-  restored = schedules.Plateau(**vars(plateau))  # checkpointed as JSON
-  assert restored == plateau and math.isinf(schedules.Plateau(1, 0.1, None).best)
+  restored = Plateau(**vars(plateau))  # checkpointed as JSON
+  assert restored == plateau and math.isinf(Plateau(1, 0.1, None).best)
 
 
 def test_upstream_schedule_in_epochs():
-  [phase] = phases.phase_configs(
+  [phase] = fields.phase_settings(
     config(
       epochs=90.0,
       warmup_epochs=1.0,
@@ -117,9 +119,7 @@ def test_upstream_schedule_in_epochs():
       lr_scaling='linear',
     )
   )
-  phase = phases.fill_from_hyperrule(
-    phase, num_examples=2560, image_hw=(224, 224), num_classes=1000
-  )
+  phase = hyperrule.fill(phase, num_examples=2560, image_hw=(224, 224), num_classes=1000)
   assert (phase.total_steps, phase.warmup_steps, tuple(phase.decay_steps)) == (
     900,
     10,
@@ -200,26 +200,26 @@ def test_a_top_level_setting_that_a_phase_overrides_is_refused_not_ignored():
   two = ({'name': 'up', 'lr': 0.05, 'total_steps': 20}, {'name': 'down', 'total_steps': 30})
   # Given on the command line: refused wherever a phase sets it, naming the phases.
   with pytest.raises(ConfigError) as error:
-    fields.phase_configs(config(lr=0.1, phases=two), given={'lr'})
+    fields.phase_settings(config(lr=0.1, phases=two), given={'lr'})
   assert '--config.lr=0.1 does not reach phase up (0.05)' in str(error.value)
   assert '--phase=up.lr=0.1' in str(error.value)
   with pytest.raises(ConfigError, match=r'phases up \(20\), down \(30\)'):
-    fields.phase_configs(config(total_steps=50, phases=two), given={'total_steps'})
+    fields.phase_settings(config(total_steps=50, phases=two), given={'total_steps'})
   # At the top of a config (or through the API): refused when no phase can see it.
   with pytest.raises(ConfigError, match='total_steps=50 at the top of the config reaches no'):
-    fields.phase_configs(config(total_steps=50, phases=two))
+    fields.phase_settings(config(total_steps=50, phases=two))
   # A sweep's base is shared by runs with and without phases: only what the run sets counts.
-  fields.phase_configs(config(total_steps=50, phases=two), shared_top=True)
+  fields.phase_settings(config(total_steps=50, phases=two), shared_top=True)
   with pytest.raises(ConfigError, match='--config.total_steps=50 does not reach'):
-    fields.phase_configs(config(total_steps=50, phases=two), {'total_steps'}, shared_top=True)
+    fields.phase_settings(config(total_steps=50, phases=two), {'total_steps'}, shared_top=True)
   # A top-level value that some phase inherits, or that a phase repeats, takes effect.
-  up, down = fields.phase_configs(config(lr=0.1, phases=two))
+  up, down = fields.phase_settings(config(lr=0.1, phases=two))
   assert (up.lr, down.lr) == (0.05, 0.1)
-  up, down = fields.phase_configs(config(batch_size=64, phases=two), given={'batch_size'})
+  up, down = fields.phase_settings(config(batch_size=64, phases=two), given={'batch_size'})
   assert up.batch_size == down.batch_size == 64
   # The per-phase override the message suggests lands in that phase only.
   overridden = fields.with_phase_overrides(config(phases=two), ['up.lr=0.1', 'down.freeze=^r'])
-  up, down = fields.phase_configs(overridden, given=set())
+  up, down = fields.phase_settings(overridden, given=set())
   assert (up.lr, down.lr, up.freeze, down.freeze) == (0.1, None, '', '^r')
   with pytest.raises(ConfigError, match='one of up, down'):
     fields.with_phase_overrides(config(phases=two), ['middle.lr=0.1'])

@@ -52,7 +52,13 @@ Point by point against Li et al. 2022:
 import math
 
 from bit_jax import hyperrule
-from bit_jax.defaults import mini_base, mini_upstream_run, study_args, study_config, study_scale
+from bit_jax.study_configs import (
+  mini_base,
+  mini_upstream_run,
+  study_args,
+  study_config,
+  study_scale,
+)
 
 SHOTS = (1, 5, 10, 25, 100, None)  # None: the whole training set
 

@@ -59,7 +59,7 @@ target sizes are one, 25 per class, so the miniature has no how-small answer.
 """
 
 from bit_jax import class_split, layers, models
-from bit_jax.defaults import (
+from bit_jax.study_configs import (
   mini_base,
   mini_upstream_run,
   study_args,

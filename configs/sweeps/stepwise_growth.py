@@ -60,9 +60,9 @@ the claimed 60 epochs of data against 100, but at eq. 9's rates B..O hardly lear
 """
 
 from bit_jax import stepwise
-from bit_jax.defaults import (
+from bit_jax.defaults import base_config
+from bit_jax.study_configs import (
   SHARED_TFDS,
-  base_config,
   mini_base,
   mini_upstream_run,
   study_args,
