@@ -4,14 +4,14 @@ function and returns named metrics for any parameters.
 * `Classification` on the eval split ('test_*') or the validation holdout ('val_*'):
   top-1 and top-5 accuracy, or for multi-label data precision@1 (the top prediction is one
   of the example's labels), the mean loss and the number of examples;
-* `FewShot`: the closed-form linear probe of the pre-logits (bit_jax/fewshot.py),
+* `FewShot`: the closed-form linear probe of the pre-logits (bit_jax/linear_probe.py),
   'fewshot_<k>shot_top1', e.g. to watch feature quality during upstream training.
 """
 
 import jax
 import jax.numpy as jnp
 
-from bit_jax import data_sources, fewshot, input_pipeline, metric_names, steps
+from bit_jax import data_sources, input_pipeline, linear_probe, metric_names, steps
 from bit_jax.parallel import DataParallel
 from bit_jax.plan import Phase
 
@@ -58,7 +58,7 @@ class FewShot:
     source = lambda split: data_sources.get_source(
       s.fewshot_dataset or s.dataset, split, data_dir=s.data_dir, classes=s.fewshot_classes
     )
-    self.probe = fewshot.Probe(
+    self.probe = linear_probe.Probe(
       phase.model(num_classes=None),
       source(s.train_split),
       source(s.eval_split),

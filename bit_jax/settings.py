@@ -168,7 +168,7 @@ class PhaseSettings:
   early_stopping_patience: int | None = setting(None, 'evaluations without a better monitor before the phase stops; None: never', integer(1), group='schedule')
   monitor: str = setting('val_loss', 'what plateau and early stopping watch (needs val_fraction)', one_of(*MONITOR_MODES), group='schedule')
 
-  # Few-shot linear probe of the pre-logits at every evaluation (bit_jax/fewshot.py).
+  # Few-shot linear probe of the pre-logits at every evaluation (bit_jax/linear_probe.py).
   fewshot_shots: tuple[int, ...] = setting((), 'e.g. (1, 5, 10); () turns the probe off', NON_NEGATIVE, group='few-shot probe', training=False)
   fewshot_dataset: str | None = setting(None, "the probe's dataset; None: the phase's", group='few-shot probe', training=False)
   fewshot_classes: tuple[int, ...] | None = setting(None, 'its classes, e.g. classes not trained on', NON_NEGATIVE, group='few-shot probe', training=False)

@@ -9,7 +9,7 @@ from conftest import TEST_DATA
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from bit_jax import data_sources, fewshot, pretrained, subsets
+from bit_jax import data_sources, linear_probe, pretrained, subsets
 
 
 def sklearn_predictions(train_x, train_y, test_x, num_classes, l2):
@@ -26,8 +26,8 @@ def test_ridge_matches_sklearn(n, d):
   train_y, test_y = rng.integers(0, 5, n), rng.integers(0, 5, 500)
   train_x = centres[train_y] + 2.0 * rng.normal(size=(n, d))
   test_x = centres[test_y] + 2.0 * rng.normal(size=(500, d))
-  for l2 in (1.0, fewshot.L2):
-    ours = fewshot.predict(fewshot.fit_ridge(train_x, train_y, 5, l2), test_x)
+  for l2 in (1.0, linear_probe.L2):
+    ours = linear_probe.predict(linear_probe.fit_ridge(train_x, train_y, 5, l2), test_x)
     expected = sklearn_predictions(train_x, train_y, test_x, 5, l2)
     assert 0.3 < np.mean(expected == test_y) < 1.0  # a task where predictions can differ
     np.testing.assert_array_equal(ours, expected)
@@ -51,12 +51,14 @@ def test_fewshot_accuracies_match_sklearn_on_real_features():
     data_sources.get_source('sklearn_digits', s, classes=(0, 1, 2, 3, 4)) for s in ('train', 'test')
   )
   shots, crop, seed = (1, 3, 10), 16, 1
-  got = fewshot.fewshot_accuracies(model, params, train, test, shots, crop, seed, batch_size=64)
+  got = linear_probe.fewshot_accuracies(
+    model, params, train, test, shots, crop, seed, batch_size=64
+  )
   test_x, test_y = oracle_features(model, params, test, crop)
   all_x, all_y = oracle_features(model, params, train, crop)
   for k in shots:
     ids = subsets.per_class(train.labels(), k, seed)
     assert len(ids) == 5 * k
-    predictions = sklearn_predictions(all_x[ids], all_y[ids], test_x, 5, fewshot.L2)
+    predictions = sklearn_predictions(all_x[ids], all_y[ids], test_x, 5, linear_probe.L2)
     assert got[k] == pytest.approx(np.mean(predictions == test_y), abs=1e-9), k
   assert 0.2 < got[1] < got[10]  # better than chance (0.2), and more shots help

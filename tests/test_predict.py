@@ -19,7 +19,7 @@ from conftest import REPO
 from PIL import Image
 from test_train import tiny_config
 
-from bit_jax import data_sources, export, fewshot, predict, run
+from bit_jax import data_sources, export, linear_probe, predict, run
 
 CLASSES = ('zero', 'one', 'two')
 
@@ -113,10 +113,12 @@ def test_features_to_disk_feed_the_fewshot_probe(trained, tmp_path):
   }
   for k in (1, 5):
     rows = __import__('bit_jax').subsets.per_class(features['train'][2], k, 0)
-    fit = fewshot.fit_ridge(
+    fit = linear_probe.fit_ridge(
       features['train'][1][rows].astype(np.float64), features['train'][2][rows], 3
     )
-    expected[k] = float(np.mean(fewshot.predict(fit, features['test'][1]) == features['test'][2]))
+    expected[k] = float(
+      np.mean(linear_probe.predict(fit, features['test'][1]) == features['test'][2])
+    )
   done = cli(
     'bit_jax.fewshot',
     f'--features={tmp_path / "train.npz"}',

@@ -267,7 +267,7 @@ def test_upstream_recipe_path_sigmoid_multi_hot_inception_crop(tmp_path):
 
 
 def test_fewshot_probe_runs_during_training_and_compiles_once_per_phase(tmp_path, monkeypatch):
-  from bit_jax import fewshot
+  from bit_jax import linear_probe
 
   traces = []
 
@@ -275,8 +275,8 @@ def test_fewshot_probe_runs_during_training_and_compiles_once_per_phase(tmp_path
     traces.append(images.shape)  # runs only while jax traces the jitted function
     return original(model, params, images)
 
-  original = fewshot.pre_logits
-  monkeypatch.setattr(fewshot, 'pre_logits', counting_pre_logits)
+  original = linear_probe.pre_logits
+  monkeypatch.setattr(linear_probe, 'pre_logits', counting_pre_logits)
   results = run.run(
     tiny_config(total_steps=4, eval_every=1, fewshot_shots=(1, 2), fewshot_classes=(3, 4, 5)),
     tmp_path,
