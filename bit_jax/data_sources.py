@@ -293,6 +293,22 @@ def image_folder_source(
   it, or with ``skip_corrupt=True`` is left out, logged and listed in `skipped_files`.
   """
   root = epath.Path(root)
+  split_dir = _split_folder(root, split)
+  class_names = folder_class_names(root)
+  _warn_of_loose_files(split_dir)
+  paths, labels = _class_images(split_dir, class_names)
+  readable, skipped = decodable(paths)
+  _check_skipped(skipped, split_dir, skip_corrupt)
+  return file_source(
+    f'folder:{split_dir}',
+    np.asarray(paths)[readable],
+    np.asarray(labels, np.int32)[readable],
+    class_names,
+    skipped_files=skipped,
+  )
+
+
+def _split_folder(root: epath.Path, split: str) -> epath.Path:
   split_dir = root / split
   if not split_dir.is_dir():
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -300,9 +316,17 @@ def image_folder_source(
       f'Expected a folder {split_dir} holding one folder per class; found the '
       f'splits {found} under {root}. Check root and split.'
     )
-  class_names = sorted(
-    {c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if _is_class(c, s)}
+  return split_dir
+
+
+def folder_class_names(root: epath.Path) -> tuple[str, ...]:
+  """The sorted names of the class folders under every split of `root`."""
+  return tuple(
+    sorted({c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if _is_class(c, s)})
   )
+
+
+def _warn_of_loose_files(split_dir: epath.Path) -> None:
   loose = [p.name for p in split_dir.iterdir() if not p.is_dir()]
   if loose:
     logging.warning(
@@ -311,6 +335,11 @@ def image_folder_source(
       split_dir,
       loose[0],
     )
+
+
+def _class_images(split_dir: epath.Path, class_names) -> tuple[list[str], list[int]]:
+  """(the image paths in the class folders of `split_dir`, their labels), in class order;
+  an error where a class folder holds no image or no folder does."""
   paths, labels, empty = [], [], []
   for label, class_name in enumerate(class_names):
     class_dir = split_dir / class_name
@@ -331,9 +360,18 @@ def image_folder_source(
     raise FileNotFoundError(
       f'Expected {"/".join(IMAGE_SUFFIXES)} files in class folders under {split_dir}; found none.'
     )
+  return paths, labels
 
-  bad = undecodable(paths)
-  skipped = tuple(paths[i] for i in bad)
+
+def decodable(paths: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+  """(a mask of the `paths` TF's decoder reads, the paths it rejects), in one pass."""
+  bad = undecodable(list(paths))
+  readable = np.ones(len(paths), bool)
+  readable[bad] = False
+  return readable, tuple(paths[i] for i in bad)
+
+
+def _check_skipped(skipped: tuple[str, ...], split_dir, skip_corrupt: bool) -> None:
   if skipped and not skip_corrupt:
     raise ValueError(
       f'Expected decodable JPEG/PNG images; {len(skipped)} in {split_dir} cannot be '
@@ -342,10 +380,20 @@ def image_folder_source(
     )
   if skipped:
     logging.warning('Skipped %d unreadable images in %s: %s', len(skipped), split_dir, skipped)
-  keep = np.ones(len(paths), bool)
-  keep[bad] = False
-  paths = np.asarray(paths)[keep]
-  labels = np.asarray(labels, np.int32)[keep]
+
+
+def file_source(
+  name: str,
+  paths: Sequence[str],
+  labels: Sequence[int],
+  class_names: Sequence[str],
+  *,
+  skipped_files: tuple[str, ...] = (),
+) -> DataSource:
+  """Image files as a `DataSource`: example i is the file ``paths[i]`` with label
+  ``labels[i]`` (-1 for none) and id i. The one reader of image files, for image folders
+  and for the images `predict` is given."""
+  paths, labels = np.asarray(paths, str), np.asarray(labels, np.int32)
 
   def undecoded_records() -> tf.data.Dataset:
     listing = tf.data.Dataset.from_tensor_slices(
@@ -356,13 +404,13 @@ def image_folder_source(
     )
 
   return DataSource(
-    name=f'folder:{split_dir}',
+    name=name,
     num_examples=len(paths),
     num_classes=len(class_names),
     undecoded_records=undecoded_records,
     decode_image=decode_encoded_image,
     labels=lambda: labels.copy(),
-    skipped_files=skipped,
+    skipped_files=skipped_files,
     class_names=tuple(class_names),
     labels_in_memory=True,
   )

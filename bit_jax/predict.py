@@ -26,6 +26,7 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 # isort: on
 
 import csv
+import dataclasses
 import glob as glob_lib
 import io
 import os
@@ -107,60 +108,42 @@ def _image_paths(spec: str) -> list[str]:
 
 
 def image_source(spec: str, class_names, data_dir=None):
-  """(source, the name of each example) for `--images`; labels follow the model's class
-  names (-1 where an image's folder is not one of them)."""
+  """(source, the name of each example, the unreadable files skipped) for `--images`; labels
+  follow the model's class names (-1 where an image's folder is not one of them)."""
   if spec.startswith('tfds:'):
-    name, _, split = spec.removeprefix('tfds:').rpartition('/')
-    try:
-      source = data_sources.tfds_source(name, split, data_dir=data_dir)
-    except (ValueError, FileNotFoundError) as e:
-      raise ConfigError(f'--images={spec}: {e}') from None
-    lookup = np.array(
-      [class_names.index(c) if c in class_names else -1 for c in source.class_names or ()], np.int32
-    )
-    table = tf.constant(lookup)
-    relabelled = lambda: source.undecoded_records().map(
-      lambda r: {**r, 'label': tf.gather(table, r['label'])}
-    )
-    labels = lambda: lookup[source.labels()]
-    ids = [f'{spec}#{i}' for i in range(source.num_examples)]
-    return (
-      data_sources.DataSource(
-        f'{spec}',
-        source.num_examples,
-        len(class_names),
-        relabelled,
-        source.decode_image,
-        labels,
-        class_names=class_names,
-      ),
-      ids,
-      (),
-    )
+    return _tfds_images(spec, class_names, data_dir)
   paths = _image_paths(spec)
   if not paths:
     raise ConfigError(f'--images={spec}: found no {"/".join(data_sources.IMAGE_SUFFIXES)} files.')
-  bad = set(data_sources.undecodable(paths))
-  skipped = [p for i, p in enumerate(paths) if i in bad]
-  paths = [p for i, p in enumerate(paths) if i not in bad]
+  readable, skipped = data_sources.decodable(paths)
+  paths = [p for p, ok in zip(paths, readable) if ok]
   folder = lambda p: os.path.basename(os.path.dirname(p))
-  labels = np.array(
-    [class_names.index(folder(p)) if folder(p) in class_names else -1 for p in paths], np.int32
+  labels = [class_names.index(folder(p)) if folder(p) in class_names else -1 for p in paths]
+  return data_sources.file_source(spec, paths, labels, class_names), paths, skipped
+
+
+def _tfds_images(spec: str, class_names, data_dir):
+  """`image_source` of `tfds:<name>/<split>`: its labels renumbered as the model's classes."""
+  name, _, split = spec.removeprefix('tfds:').rpartition('/')
+  try:
+    source = data_sources.tfds_source(name, split, data_dir=data_dir)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f'--images={spec}: {e}') from None
+  lookup = np.array(
+    [class_names.index(c) if c in class_names else -1 for c in source.class_names or ()], np.int32
   )
-  records = lambda: tf.data.Dataset.from_tensor_slices(
-    {'path': paths, 'label': labels, 'id': np.arange(len(paths), dtype=np.int64)}
-  ).map(lambda f: {'image': tf.io.read_file(f['path']), 'label': f['label'], 'id': f['id']})
-  source = data_sources.DataSource(
-    spec,
-    len(paths),
-    len(class_names),
-    records,
-    data_sources.decode_encoded_image,
-    lambda: labels.copy(),
+  table = tf.constant(lookup)
+  relabelled = dataclasses.replace(
+    source,
+    name=spec,
+    num_classes=len(class_names),
+    undecoded_records=lambda: source.undecoded_records().map(
+      lambda r: {**r, 'label': tf.gather(table, r['label'])}
+    ),
+    labels=lambda: lookup[source.labels()],
     class_names=class_names,
-    labels_in_memory=True,
   )
-  return source, paths, tuple(skipped)
+  return relabelled, [f'{spec}#{i}' for i in range(source.num_examples)], ()
 
 
 def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, quiet=False):
