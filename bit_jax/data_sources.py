@@ -36,13 +36,21 @@ from etils import epath
 from bit_jax import dataset_names
 from bit_jax import files as files_lib
 
-# JAX owns the accelerators; a TF that also initialised them would take their memory.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except (RuntimeError, ValueError):  # TF already initialised its devices; nothing to do
-  pass
-
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+
+
+def keep_tensorflow_off_accelerators() -> None:
+  """Hide the GPUs from TensorFlow, before its first op: JAX owns the accelerators, and a TF
+  that initialised them too would take most of their memory for tf.data, which runs on CPU.
+
+  Called by every command line at its start (`command_line.run`) and by the sources here
+  before they build a tf.data pipeline (for research code that skips the command lines).
+  Once TF has initialised its devices it can no longer be told, and this does nothing.
+  """
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except (RuntimeError, ValueError):  # TF already initialised its devices
+    pass
 
 
 def decode_encoded_image(encoded: tf.Tensor) -> tf.Tensor:
@@ -163,6 +171,7 @@ def tfds_source(
   are only comparable between sources built with the same `split` string.
   `label_key` names the label feature (e.g. ``'labels'`` for multi-label data).
   """
+  keep_tensorflow_off_accelerators()
   builder = _prepared_builder(name, data_dir, download)
   num_classes, class_names, multi_label = _label_feature(builder, label_key)
 
@@ -210,6 +219,7 @@ def undecodable(paths: list[str]) -> list[int]:
   The pass is deterministic, so a failure arrives at the position of its file; the
   pass then resumes after it. Corrupt files are rare, so there are few restarts.
   """
+  keep_tensorflow_off_accelerators()
   bad, start = [], 0
   while start < len(paths):
     shapes = tf.data.Dataset.from_tensor_slices(paths[start:]).map(
@@ -393,6 +403,7 @@ def file_source(
   """Image files as a `DataSource`: example i is the file ``paths[i]`` with label
   ``labels[i]`` (-1 for none) and id i. The one reader of image files, for image folders
   and for the images `predict` is given."""
+  keep_tensorflow_off_accelerators()
   paths, labels = np.asarray(paths, str), np.asarray(labels, np.int32)
 
   def undecoded_records() -> tf.data.Dataset:
@@ -429,6 +440,7 @@ def array_source(
   `num_classes` defaults to the largest label + 1 (or the number of `class_names`). The
   arrays are held in the input graph, so this suits data sets up to about a gigabyte.
   """
+  keep_tensorflow_off_accelerators()
   if num_classes is None and class_names is not None:
     num_classes = len(class_names)
   images, labels = np.asarray(images), np.asarray(labels)
