@@ -443,17 +443,7 @@ def array_source(
   keep_tensorflow_off_accelerators()
   if num_classes is None and class_names is not None:
     num_classes = len(class_names)
-  images, labels = np.asarray(images), np.asarray(labels)
-  if (
-    images.dtype != np.uint8
-    or images.ndim not in (3, 4)
-    or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4))
-  ):
-    raise ValueError(
-      'Expected images as uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4; found '
-      f'{images.dtype} {images.shape}. Scale floats in [0, 1] with '
-      '(x * 255).round().astype(np.uint8).'
-    )
+  images, labels = _checked_images(images), np.asarray(labels)
   if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(
       f'Expected integer labels of shape {images.shape[:1]} (one per image); found '
@@ -488,6 +478,21 @@ def array_source(
     class_names=None if class_names is None else tuple(class_names),
     labels_in_memory=True,
   )
+
+
+def _checked_images(images) -> np.ndarray:
+  images = np.asarray(images)
+  if (
+    images.dtype != np.uint8
+    or images.ndim not in (3, 4)
+    or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4))
+  ):
+    raise ValueError(
+      'Expected images as uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4; found '
+      f'{images.dtype} {images.shape}. Scale floats in [0, 1] with '
+      '(x * 255).round().astype(np.uint8).'
+    )
+  return images
 
 
 def digits_source(split: str) -> DataSource:
