@@ -5,17 +5,20 @@ logits = model.apply({'params': params}, images)        # NHWC in [-1, 1]
 """
 
 import importlib
+from types import MappingProxyType
 
 # Imported on first use, so that `python -m bit_jax.train` handles a SIGTERM or Ctrl-C that
 # arrives while JAX is still being imported (seconds) instead of dying silently.
-_EXPORTS = {
-  'KNOWN_MODELS': 'models',
-  'ResNetV2': 'models',
-  'create_model': 'models',
-  'CheckpointMismatchError': 'pretrained',
-  'load_pretrained': 'pretrained',
-}
-__all__ = list(_EXPORTS)
+_EXPORTS = MappingProxyType(
+  {
+    'KNOWN_MODELS': 'models',
+    'ResNetV2': 'models',
+    'create_model': 'models',
+    'CheckpointMismatchError': 'pretrained',
+    'load_pretrained': 'pretrained',
+  }
+)
+__all__ = tuple(_EXPORTS)
 
 
 def __getattr__(name):

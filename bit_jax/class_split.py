@@ -14,9 +14,11 @@ of the two, tagged direction 'mean'; the sweep reports those (results.csv, compa
 each direction by itself under `<workdir>/directions/`.
 """
 
+from types import MappingProxyType
+
 import numpy as np
 
-DIRECTIONS = {'AB': 'A->B', 'BA': 'B->A'}
+DIRECTIONS = MappingProxyType({'AB': 'A->B', 'BA': 'B->A'})
 SOURCE, TARGET, DIRECTION = '{source}', '{target}', '{direction}'
 # Measured columns averaged over the two directions (bit_jax/report.py's MEASURED).
 AVERAGED = ('train_examples', 'per_class', 'top1', 'top5', 'steps', 'examples_seen')

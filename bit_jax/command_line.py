@@ -3,6 +3,7 @@
 A mistake in the flags or the config file is one `ERROR:` line and exit code 2; a failure the
 user must act on (`bit_jax.errors.UserError`) is one `ERROR:` line with the exit code of its
 kind; a stop request (`Stopped`) is its message and exit code 0. No traceback for any of them.
+TensorFlow never sees the GPUs (JAX owns them).
 
     if __name__ == '__main__':
       command_line.run(main)
@@ -14,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from bit_jax import defaults
+from bit_jax import data_sources, defaults
 from bit_jax.errors import Stopped, UserError
 
 
@@ -71,4 +72,8 @@ def one_line_errors(main):
 
 
 def run(main) -> None:
+  """Parse the flags and run `main`, with TensorFlow kept off the GPUs from the start: JAX
+  owns the accelerators, and TF (tf.data, TFDS, the SavedModel export) would otherwise take
+  their memory the first time any of it runs an op."""
+  data_sources.keep_tensorflow_off_accelerators()
   app.run(one_line_errors(main), flags_parser=parse_flags)

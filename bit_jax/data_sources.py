@@ -36,13 +36,21 @@ from etils import epath
 from bit_jax import dataset_names
 from bit_jax import files as files_lib
 
-# JAX owns the accelerators; a TF that also initialised them would take their memory.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except (RuntimeError, ValueError):  # TF already initialised its devices; nothing to do
-  pass
-
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+
+
+def keep_tensorflow_off_accelerators() -> None:
+  """Hide the GPUs from TensorFlow, before its first op: JAX owns the accelerators, and a TF
+  that initialised them too would take most of their memory for tf.data, which runs on CPU.
+
+  Called by every command line at its start (`command_line.run`) and by the sources here
+  before they build a tf.data pipeline (for research code that skips the command lines).
+  Once TF has initialised its devices it can no longer be told, and this does nothing.
+  """
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except (RuntimeError, ValueError):  # TF already initialised its devices
+    pass
 
 
 def decode_encoded_image(encoded: tf.Tensor) -> tf.Tensor:
@@ -163,6 +171,7 @@ def tfds_source(
   are only comparable between sources built with the same `split` string.
   `label_key` names the label feature (e.g. ``'labels'`` for multi-label data).
   """
+  keep_tensorflow_off_accelerators()
   builder = _prepared_builder(name, data_dir, download)
   num_classes, class_names, multi_label = _label_feature(builder, label_key)
 
@@ -210,6 +219,7 @@ def undecodable(paths: list[str]) -> list[int]:
   The pass is deterministic, so a failure arrives at the position of its file; the
   pass then resumes after it. Corrupt files are rare, so there are few restarts.
   """
+  keep_tensorflow_off_accelerators()
   bad, start = [], 0
   while start < len(paths):
     shapes = tf.data.Dataset.from_tensor_slices(paths[start:]).map(
@@ -293,6 +303,22 @@ def image_folder_source(
   it, or with ``skip_corrupt=True`` is left out, logged and listed in `skipped_files`.
   """
   root = epath.Path(root)
+  split_dir = _split_folder(root, split)
+  class_names = folder_class_names(root)
+  _warn_of_loose_files(split_dir)
+  paths, labels = _class_images(split_dir, class_names)
+  readable, skipped = decodable(paths)
+  _check_skipped(skipped, split_dir, skip_corrupt)
+  return file_source(
+    f'folder:{split_dir}',
+    np.asarray(paths)[readable],
+    np.asarray(labels, np.int32)[readable],
+    class_names,
+    skipped_files=skipped,
+  )
+
+
+def _split_folder(root: epath.Path, split: str) -> epath.Path:
   split_dir = root / split
   if not split_dir.is_dir():
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -300,9 +326,17 @@ def image_folder_source(
       f'Expected a folder {split_dir} holding one folder per class; found the '
       f'splits {found} under {root}. Check root and split.'
     )
-  class_names = sorted(
-    {c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if _is_class(c, s)}
+  return split_dir
+
+
+def folder_class_names(root: epath.Path) -> tuple[str, ...]:
+  """The sorted names of the class folders under every split of `root`."""
+  return tuple(
+    sorted({c.name for s in root.iterdir() if s.is_dir() for c in s.iterdir() if _is_class(c, s)})
   )
+
+
+def _warn_of_loose_files(split_dir: epath.Path) -> None:
   loose = [p.name for p in split_dir.iterdir() if not p.is_dir()]
   if loose:
     logging.warning(
@@ -311,6 +345,11 @@ def image_folder_source(
       split_dir,
       loose[0],
     )
+
+
+def _class_images(split_dir: epath.Path, class_names) -> tuple[list[str], list[int]]:
+  """(the image paths in the class folders of `split_dir`, their labels), in class order;
+  an error where a class folder holds no image or no folder does."""
   paths, labels, empty = [], [], []
   for label, class_name in enumerate(class_names):
     class_dir = split_dir / class_name
@@ -331,9 +370,18 @@ def image_folder_source(
     raise FileNotFoundError(
       f'Expected {"/".join(IMAGE_SUFFIXES)} files in class folders under {split_dir}; found none.'
     )
+  return paths, labels
 
-  bad = undecodable(paths)
-  skipped = tuple(paths[i] for i in bad)
+
+def decodable(paths: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+  """(a mask of the `paths` TF's decoder reads, the paths it rejects), in one pass."""
+  bad = undecodable(list(paths))
+  readable = np.ones(len(paths), bool)
+  readable[bad] = False
+  return readable, tuple(paths[i] for i in bad)
+
+
+def _check_skipped(skipped: tuple[str, ...], split_dir, skip_corrupt: bool) -> None:
   if skipped and not skip_corrupt:
     raise ValueError(
       f'Expected decodable JPEG/PNG images; {len(skipped)} in {split_dir} cannot be '
@@ -342,10 +390,21 @@ def image_folder_source(
     )
   if skipped:
     logging.warning('Skipped %d unreadable images in %s: %s', len(skipped), split_dir, skipped)
-  keep = np.ones(len(paths), bool)
-  keep[bad] = False
-  paths = np.asarray(paths)[keep]
-  labels = np.asarray(labels, np.int32)[keep]
+
+
+def file_source(
+  name: str,
+  paths: Sequence[str],
+  labels: Sequence[int],
+  class_names: Sequence[str],
+  *,
+  skipped_files: tuple[str, ...] = (),
+) -> DataSource:
+  """Image files as a `DataSource`: example i is the file ``paths[i]`` with label
+  ``labels[i]`` (-1 for none) and id i. The one reader of image files, for image folders
+  and for the images `predict` is given."""
+  keep_tensorflow_off_accelerators()
+  paths, labels = np.asarray(paths, str), np.asarray(labels, np.int32)
 
   def undecoded_records() -> tf.data.Dataset:
     listing = tf.data.Dataset.from_tensor_slices(
@@ -356,13 +415,13 @@ def image_folder_source(
     )
 
   return DataSource(
-    name=f'folder:{split_dir}',
+    name=name,
     num_examples=len(paths),
     num_classes=len(class_names),
     undecoded_records=undecoded_records,
     decode_image=decode_encoded_image,
     labels=lambda: labels.copy(),
-    skipped_files=skipped,
+    skipped_files=skipped_files,
     class_names=tuple(class_names),
     labels_in_memory=True,
   )
@@ -381,19 +440,10 @@ def array_source(
   `num_classes` defaults to the largest label + 1 (or the number of `class_names`). The
   arrays are held in the input graph, so this suits data sets up to about a gigabyte.
   """
+  keep_tensorflow_off_accelerators()
   if num_classes is None and class_names is not None:
     num_classes = len(class_names)
-  images, labels = np.asarray(images), np.asarray(labels)
-  if (
-    images.dtype != np.uint8
-    or images.ndim not in (3, 4)
-    or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4))
-  ):
-    raise ValueError(
-      'Expected images as uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4; found '
-      f'{images.dtype} {images.shape}. Scale floats in [0, 1] with '
-      '(x * 255).round().astype(np.uint8).'
-    )
+  images, labels = _checked_images(images), np.asarray(labels)
   if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(
       f'Expected integer labels of shape {images.shape[:1]} (one per image); found '
@@ -428,6 +478,21 @@ def array_source(
     class_names=None if class_names is None else tuple(class_names),
     labels_in_memory=True,
   )
+
+
+def _checked_images(images) -> np.ndarray:
+  images = np.asarray(images)
+  if (
+    images.dtype != np.uint8
+    or images.ndim not in (3, 4)
+    or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4))
+  ):
+    raise ValueError(
+      'Expected images as uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4; found '
+      f'{images.dtype} {images.shape}. Scale floats in [0, 1] with '
+      '(x * 255).round().astype(np.uint8).'
+    )
+  return images
 
 
 def digits_source(split: str) -> DataSource:

@@ -6,7 +6,8 @@ hub folder, or ONNX.
         --push_to_hub=me/my-bit                                      # timm folder, uploaded
     python -m bit_jax.export --model=/tmp/run --format=onnx --out=/tmp/run/model.onnx
 
-`--model` is what `predict` takes (a workdir, `<workdir>:<phase>`, a checkpoint or a name).
+`--model` is what `predict` takes (a workdir, `<workdir>:<phase>`, a checkpoint or a name; see
+bit_jax/fine_tuned.py).
 
 `--format=timm` writes `model.safetensors` (timm's `resnetv2_*_bit` names), `config.json`
 (architecture, classes, label names, input size, mean/std, interpolation, crop) and a
@@ -44,7 +45,7 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import command_line, files, hub, pretrained, timm_folder
+from bit_jax import command_line, files, fine_tuned, hub, pretrained, timm_folder
 from bit_jax.errors import ConfigError
 
 FORMATS = ('savedmodel', 'timm', 'onnx')
@@ -106,9 +107,7 @@ def export(
 def card(spec: str, repo_id: str | None = None) -> timm_folder.Card:
   """What a model card can say about `--model`: a run's phase, from phases.json and
   results.json; for a bare checkpoint, only where it came from."""
-  from bit_jax import predict
-
-  _, workdir, phase = predict.locate(spec)
+  _, workdir, phase = fine_tuned.locate(spec)
   if workdir is None or not workdir.plan.exists():
     return timm_folder.Card(init=spec, repo_id=repo_id)
   records = files.read_json(workdir.plan)
@@ -153,12 +152,7 @@ def export_timm(spec, params, class_names, crop: int, out, repo_id=None) -> epat
 
 
 def define_flags():
-  flags.DEFINE_string(
-    'model',
-    None,
-    "A run's workdir (its last phase), <workdir>:<phase>, an .npz, a timm folder, a published "
-    'BiT name or hf-hub:<org>/<name>.',
-  )
+  flags.DEFINE_string('model', None, fine_tuned.MODEL_HELP)
   flags.DEFINE_enum('format', 'savedmodel', FORMATS, 'What to write.')
   flags.DEFINE_string(
     'out', None, 'The SavedModel or timm folder, or the .onnx file (any filesystem TF writes).'
@@ -177,11 +171,9 @@ def run_export(
   spec, fmt, out, *, crop=None, push_to_hub=None, private=False, platforms=('cpu', 'cuda')
 ) -> list[str]:
   """Export `--model` as `fmt` to `out` (and push a timm folder); returns the lines to print."""
-  from bit_jax import predict
-
   if push_to_hub and fmt != 'timm':
     raise ConfigError('--push_to_hub uploads a timm folder: add --format=timm.')
-  model, params, class_names, crop = predict.load_model(spec, crop)
+  model, params, class_names, crop = fine_tuned.load_model(spec, crop)
   if fmt == 'timm':
     path = export_timm(spec, params, class_names, crop, out, push_to_hub)
     lines = [f'timm folder -> {path}: {timm_folder.summary(path)}']

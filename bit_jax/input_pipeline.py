@@ -212,21 +212,46 @@ def train_data(
   'none' resizes to `crop` and nothing else, as `eval_data` does.
   """
   share = _process_share(source, ids, global_batch_size, process_index, process_count)
+  augment = _augmentation(preprocess, crop=crop, resize=resize)
+  _check_shard(source, share, shuffle_buffer)
+  stream = _examples_from(
+    _shard_records(source, share), share, seed, start_step * share.batch_size, shuffle_buffer
+  )
+
+  def preprocess_example(place, record):
+    image = source.decode_image(record['image'])
+    key = _seed(seed, _AUGMENT, place * share.process_count + share.process_index)
+    return {
+      'image': _to_unit_range(augment(image, key)),
+      'label': _label(record['label'], source.num_classes, multi_hot),
+      'id': record['id'],
+    }
+
+  batches = stream.map(
+    preprocess_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  ).batch(share.batch_size, drop_remainder=True)
+  return _with_options(batches.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+
+
+def _augmentation(preprocess: str, *, crop: int, resize: int | None):
+  """The `train_data` augmentation named `preprocess`: (image, seed) -> image."""
   if preprocess == 'bit':
     if resize is None or crop > resize:
       raise ValueError(
         f"Expected 'bit' preprocessing with crop <= resize; got resize={resize}, "
         f'crop={crop}. Pass resize (BiT-HyperRule: 160 -> 128, 512 -> 480).'
       )
-    augment = functools.partial(_bit_augment, resize=resize, crop=crop)
-  elif preprocess == 'inception':
-    augment = functools.partial(_inception_augment, crop=crop)
-  elif preprocess == 'none':
-    augment = functools.partial(_no_augment, crop=crop)
-  else:
-    raise ValueError(f'Expected preprocess in {PREPROCESSINGS}; got {preprocess!r}.')
+    return functools.partial(_bit_augment, resize=resize, crop=crop)
+  if preprocess == 'inception':
+    return functools.partial(_inception_augment, crop=crop)
+  if preprocess == 'none':
+    return functools.partial(_no_augment, crop=crop)
+  raise ValueError(f'Expected preprocess in {PREPROCESSINGS}; got {preprocess!r}.')
 
-  shard_size, batch_size = len(share.ids), share.batch_size
+
+def _check_shard(source: DataSource, share: _Share, shuffle_buffer: int) -> None:
+  """An error for a process left without examples; a warning where shuffling is partial."""
+  shard_size = len(share.ids)
   if shard_size == 0:
     raise ValueError(
       f'Expected at least one training example per process; {share.num_used} ids '
@@ -241,36 +266,33 @@ def train_data(
       shard_size,
       shuffle_buffer,
     )
+
+
+def _shard_records(source: DataSource, share: _Share) -> tf.data.Dataset:
+  """This process's undecoded records, in id order."""
   records = _records_of(source, share.ids)
-  if shard_size <= CACHE_LIMIT:
+  if len(share.ids) <= CACHE_LIMIT:
     # Every epoch re-reads the shard, and `_records_of` finds it by scanning the whole
     # split: a 1-shot set of 5 images at batch 64 would scan the split 13 times a
     # batch. Small shards are kept in memory undecoded (a few MB) after the first epoch.
     records = records.cache()
+  return records
+
+
+def _examples_from(
+  records: tf.data.Dataset, share: _Share, seed: int, first_example: int, shuffle_buffer: int
+) -> tf.data.Dataset:
+  """(place, record) pairs of endless epochs, each shuffled by its own seed, from the
+  `first_example`-th on (a resumed run skips records, never decodes them)."""
 
   def one_epoch(epoch):
     return _permuted_windows(
       records, shuffle_buffer, _seed(seed, _SHUFFLE, share.process_index, epoch)
     )
 
-  first_example = start_step * batch_size
-  start_epoch, into_epoch = divmod(first_example, shard_size)
+  start_epoch, into_epoch = divmod(first_example, len(share.ids))
   stream = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(one_epoch)
-  stream = stream.skip(into_epoch).enumerate(start=first_example)
-
-  def preprocess_example(place, record):
-    image = source.decode_image(record['image'])
-    key = _seed(seed, _AUGMENT, place * share.process_count + share.process_index)
-    return {
-      'image': _to_unit_range(augment(image, key)),
-      'label': _label(record['label'], source.num_classes, multi_hot),
-      'id': record['id'],
-    }
-
-  batches = stream.map(
-    preprocess_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-  ).batch(batch_size, drop_remainder=True)
-  return _with_options(batches.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+  return stream.skip(into_epoch).enumerate(start=first_example)
 
 
 def process_batches(

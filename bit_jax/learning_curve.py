@@ -35,6 +35,8 @@ _GRID = np.geomspace(B_MIN, B_MAX, 81)
 _GOLDEN = (math.sqrt(5) - 1) / 2
 _SIDE = scipy_stats.norm.cdf([-1.0, 1.0])  # the quantiles one sd either side of the middle
 _TAILS = (0.025, 0.975)
+for _constant in (_GRID, _SIDE):  # shared by every call: read-only, so none can change it
+  _constant.flags.writeable = False
 
 
 def _linear(x, y, floor: bool):

@@ -7,6 +7,8 @@ A metric is `<split>_<measure>`: `test_*` on the eval split, `val_*` on the vali
 holdout (`val_fraction`); `fewshot_<k>shot_top1` is the linear probe of the pre-logits.
 """
 
+from types import MappingProxyType
+
 TEST, VAL = 'test', 'val'  # the eval split; the holdout of the training split
 TOP1, TOP5, PREC1, LOSS, EXAMPLES = 'top1', 'top5', 'prec1', 'loss', 'examples'
 
@@ -23,7 +25,7 @@ TEST_TOP1, TEST_TOP5, TEST_PREC1, TEST_LOSS = (of(TEST, m) for m in (TOP1, TOP5,
 VAL_TOP1, VAL_TOP5, VAL_LOSS = (of(VAL, m) for m in (TOP1, TOP5, LOSS))
 
 # What reduce-on-plateau and early stopping may watch, and which way is better.
-MONITOR_MODES = {VAL_LOSS: 'min', VAL_TOP1: 'max', VAL_TOP5: 'max'}
+MONITOR_MODES = MappingProxyType({VAL_LOSS: 'min', VAL_TOP1: 'max', VAL_TOP5: 'max'})
 
 # results.json: its top-level keys, and the keys every phase's result has besides its metrics.
 RESULTS_KEYS = ('final', 'phases', 'steps', 'examples_seen', 'wall_time_s')

@@ -20,7 +20,8 @@ pre-logit features when `num_classes` is None); `return_intermediates=True` retu
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import flax.linen as nn
@@ -33,14 +34,16 @@ from bit_jax.ops import GN_GROUPS, standardize_weight
 Dtype = Any
 
 # Units per stage for each depth (the torchvision/official ResNet layouts).
-DEPTHS: dict[int, tuple[int, int, int, int]] = {
-  14: (1, 1, 1, 1),  # not published: small enough for tests and the CPU demo
-  26: (2, 2, 2, 2),
-  50: (3, 4, 6, 3),
-  101: (3, 4, 23, 3),
-  152: (3, 8, 36, 3),
-  200: (3, 24, 36, 3),
-}
+DEPTHS: Mapping[int, tuple[int, int, int, int]] = MappingProxyType(
+  {
+    14: (1, 1, 1, 1),  # not published: small enough for tests and the CPU demo
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+  }
+)
 STAGE_STRIDES = (1, 2, 2, 2)
 
 
@@ -236,7 +239,7 @@ class ResNetV2(nn.Module):
 # BiT-M models fine-tuned on ILSVRC-2012.
 BIT_URL = 'https://storage.googleapis.com/bit_models/{name}.npz'
 PUBLISHED_ARCHITECTURES = ('R50x1', 'R50x3', 'R101x1', 'R101x3', 'R152x2', 'R152x4')
-UPSTREAM_CLASSES = {'BiT-S': 1000, 'BiT-M': 21843}
+UPSTREAM_CLASSES = MappingProxyType({'BiT-S': 1000, 'BiT-M': 21843})
 
 
 def _published_models() -> dict[str, dict]:

@@ -16,6 +16,7 @@ normalised in float32, float64 ones (exact-math tests) in float64.
 import dataclasses
 import functools
 from collections.abc import Callable
+from types import MappingProxyType
 
 import flax.linen as nn
 import jax
@@ -208,10 +209,12 @@ class Ops:
   max_pool_3x3_stride2: Callable
 
 
-IMPLEMENTATIONS = {
-  'custom': Ops(group_norm, pointwise_conv, max_pool_3x3_stride2),
-  'plain': Ops(plain_group_norm, plain_pointwise_conv, plain_max_pool_3x3_stride2),
-}
+IMPLEMENTATIONS = MappingProxyType(
+  {
+    'custom': Ops(group_norm, pointwise_conv, max_pool_3x3_stride2),
+    'plain': Ops(plain_group_norm, plain_pointwise_conv, plain_max_pool_3x3_stride2),
+  }
+)
 CHOICES = ('auto', *IMPLEMENTATIONS)
 
 

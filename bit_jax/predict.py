@@ -26,6 +26,7 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 # isort: on
 
 import csv
+import dataclasses
 import glob as glob_lib
 import io
 import os
@@ -37,61 +38,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import command_line, data_sources, files, hub, input_pipeline, pretrained, progress
+from bit_jax import command_line, data_sources, files, fine_tuned, input_pipeline, progress
 from bit_jax.errors import ConfigError
-from bit_jax.run_state import Workdir
 
-UPSTREAM_CROP = 224  # the resolution BiT-S and BiT-M were pre-trained at
-MODEL_HELP = (
-  "A run's workdir (its last phase), <workdir>:<phase>, an .npz, a timm folder, a published "
-  'BiT name or hf-hub:<org>/<name>.'
-)
 LAYERS = ('pre_logits', 'logits', 'stem', 'stage1', 'stage2', 'stage3', 'stage4')
-
-
-def locate(spec: str) -> tuple[str, Workdir | None, str | None]:
-  """(the checkpoint to load, the run's workdir, the phase) of `--model`: a workdir (its
-  final.npz: the last phase), `<workdir>:<phase>` (that phase's `<phase>.npz`), or a
-  checkpoint or published name (no workdir, no phase)."""
-  root, sep, phase = spec.rpartition(':')
-  if sep and root and '/' not in phase and not hub.is_hub(spec) and Workdir(root).plan.exists():
-    workdir = Workdir(root)
-    path = workdir.phase_weights(phase)
-    if not path.exists():
-      names = [r['name'] for r in files.read_json(workdir.plan)]
-      done = [n for n in names if workdir.phase_weights(n).exists()]
-      raise ConfigError(
-        f'--model={spec}: {root} has no weights of phase {phase!r} (its phases: '
-        f'{", ".join(names)}; finished: {", ".join(done) or "none yet"}).'
-      )
-    return os.fspath(path), workdir, phase
-  workdir = Workdir(spec)
-  if workdir.root.is_dir() and workdir.final.exists():
-    last = files.read_json(workdir.plan)[-1]['name'] if workdir.plan.exists() else None
-    return os.fspath(workdir.final), workdir, last
-  if workdir.root.is_dir() and (workdir.plan.exists() or workdir.checkpoints.exists()):
-    names = [r['name'] for r in files.read_json(workdir.plan)] if workdir.plan.exists() else []
-    done = [n for n in names if workdir.phase_weights(n).exists()]
-    hint = f'; or take a finished phase: --model={spec}:{done[-1]}' if done else ''
-    raise ConfigError(
-      f'{spec} is a run that has not finished: no final.npz. Rerun its train command to '
-      f'finish it (it resumes){hint}.'
-    )
-  return spec, None, None
-
-
-def load_model(spec: str, crop=None):
-  """(model, params, class names, crop) of a run's workdir (`<workdir>:<phase>` for one
-  phase), a checkpoint or a published name."""
-  spec = locate(spec)[0]
-  try:
-    model, params, info = pretrained.load_pretrained(spec, with_info=True)
-  except (FileNotFoundError, ValueError, RuntimeError) as e:
-    raise ConfigError(f'cannot load --model={spec}: {e}') from None
-  if model.num_classes is None:
-    raise ConfigError(f'{spec} has no classification head; use --features for its features.')
-  names = info['class_names'] or [str(i) for i in range(model.num_classes)]
-  return model, params, tuple(names), crop or info['image_size'] or UPSTREAM_CROP
 
 
 def _image_paths(spec: str) -> list[str]:
@@ -107,60 +57,42 @@ def _image_paths(spec: str) -> list[str]:
 
 
 def image_source(spec: str, class_names, data_dir=None):
-  """(source, the name of each example) for `--images`; labels follow the model's class
-  names (-1 where an image's folder is not one of them)."""
+  """(source, the name of each example, the unreadable files skipped) for `--images`; labels
+  follow the model's class names (-1 where an image's folder is not one of them)."""
   if spec.startswith('tfds:'):
-    name, _, split = spec.removeprefix('tfds:').rpartition('/')
-    try:
-      source = data_sources.tfds_source(name, split, data_dir=data_dir)
-    except (ValueError, FileNotFoundError) as e:
-      raise ConfigError(f'--images={spec}: {e}') from None
-    lookup = np.array(
-      [class_names.index(c) if c in class_names else -1 for c in source.class_names or ()], np.int32
-    )
-    table = tf.constant(lookup)
-    relabelled = lambda: source.undecoded_records().map(
-      lambda r: {**r, 'label': tf.gather(table, r['label'])}
-    )
-    labels = lambda: lookup[source.labels()]
-    ids = [f'{spec}#{i}' for i in range(source.num_examples)]
-    return (
-      data_sources.DataSource(
-        f'{spec}',
-        source.num_examples,
-        len(class_names),
-        relabelled,
-        source.decode_image,
-        labels,
-        class_names=class_names,
-      ),
-      ids,
-      (),
-    )
+    return _tfds_images(spec, class_names, data_dir)
   paths = _image_paths(spec)
   if not paths:
     raise ConfigError(f'--images={spec}: found no {"/".join(data_sources.IMAGE_SUFFIXES)} files.')
-  bad = set(data_sources.undecodable(paths))
-  skipped = [p for i, p in enumerate(paths) if i in bad]
-  paths = [p for i, p in enumerate(paths) if i not in bad]
+  readable, skipped = data_sources.decodable(paths)
+  paths = [p for p, ok in zip(paths, readable) if ok]
   folder = lambda p: os.path.basename(os.path.dirname(p))
-  labels = np.array(
-    [class_names.index(folder(p)) if folder(p) in class_names else -1 for p in paths], np.int32
+  labels = [class_names.index(folder(p)) if folder(p) in class_names else -1 for p in paths]
+  return data_sources.file_source(spec, paths, labels, class_names), paths, skipped
+
+
+def _tfds_images(spec: str, class_names, data_dir):
+  """`image_source` of `tfds:<name>/<split>`: its labels renumbered as the model's classes."""
+  name, _, split = spec.removeprefix('tfds:').rpartition('/')
+  try:
+    source = data_sources.tfds_source(name, split, data_dir=data_dir)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f'--images={spec}: {e}') from None
+  lookup = np.array(
+    [class_names.index(c) if c in class_names else -1 for c in source.class_names or ()], np.int32
   )
-  records = lambda: tf.data.Dataset.from_tensor_slices(
-    {'path': paths, 'label': labels, 'id': np.arange(len(paths), dtype=np.int64)}
-  ).map(lambda f: {'image': tf.io.read_file(f['path']), 'label': f['label'], 'id': f['id']})
-  source = data_sources.DataSource(
-    spec,
-    len(paths),
-    len(class_names),
-    records,
-    data_sources.decode_encoded_image,
-    lambda: labels.copy(),
+  table = tf.constant(lookup)
+  relabelled = dataclasses.replace(
+    source,
+    name=spec,
+    num_classes=len(class_names),
+    undecoded_records=lambda: source.undecoded_records().map(
+      lambda r: {**r, 'label': tf.gather(table, r['label'])}
+    ),
+    labels=lambda: lookup[source.labels()],
     class_names=class_names,
-    labels_in_memory=True,
   )
-  return source, paths, tuple(skipped)
+  return relabelled, [f'{spec}#{i}' for i in range(source.num_examples)], ()
 
 
 def infer(model, params, source, *, crop, layer='pre_logits', batch_size=64, quiet=False):
@@ -257,7 +189,7 @@ def confusion_png(logits, labels, class_names, title: str = '') -> bytes:
 
 
 def define_flags():
-  flags.DEFINE_string('model', None, MODEL_HELP)
+  flags.DEFINE_string('model', None, fine_tuned.MODEL_HELP)
   flags.DEFINE_string('images', None, 'A folder, a glob, or tfds:<name>/<split>.')
   flags.DEFINE_string('out', 'predictions.csv', 'The CSV of predictions.')
   flags.DEFINE_string('features', None, 'Also write the features of --layer to this .npz.')
@@ -274,7 +206,7 @@ def main(argv):
   if not FLAGS.model or not FLAGS.images:
     raise app.UsageError('--model and --images are required.')
   logging.set_verbosity(logging.WARNING)
-  model, params, class_names, crop = load_model(FLAGS.model, FLAGS.crop)
+  model, params, class_names, crop = fine_tuned.load_model(FLAGS.model, FLAGS.crop)
   source, names, skipped = image_source(FLAGS.images, class_names, FLAGS.data_dir)
   logits, features, labels = infer(
     model, params, source, crop=crop, layer=FLAGS.layer, batch_size=FLAGS.batch_size

@@ -18,6 +18,7 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,7 @@ from bit_jax.download import fetch
 
 # (flax path, official npz key) rules; the first rule whose flax pattern matches wins.
 _UNIT = r'block(\d)/unit(\d\d)'
-_RULES = [
+_RULES = (
   (r'root_block/kernel', r'resnet/root_block/standardized_conv2d/kernel'),
   (_UNIT + r'/conv_proj/kernel', r'resnet/block\1/unit\2/a/proj/standardized_conv2d/kernel'),
   (_UNIT + r'/conv1/kernel', r'resnet/block\1/unit\2/a/standardized_conv2d/kernel'),
@@ -45,7 +46,7 @@ _RULES = [
   (r'pre_head_norm/bias', r'resnet/group_norm/beta'),
   (r'head/kernel', r'resnet/head/conv2d/kernel'),
   (r'head/bias', r'resnet/head/conv2d/bias'),
-]
+)
 HEAD_KERNEL = 'resnet/head/conv2d/kernel'
 HEAD_BIAS = 'resnet/head/conv2d/bias'
 ROOT_KERNEL = 'resnet/root_block/standardized_conv2d/kernel'
@@ -352,25 +353,30 @@ def save_npz(path, params) -> None:
 
 
 # timm `resnetv2_*_bit` names <-> official names. Convolutions are OIHW in torch, HWIO here.
-_TIMM_TOP = {
-  'stem.conv.weight': 'resnet/root_block/standardized_conv2d/kernel',
-  'norm.weight': 'resnet/group_norm/gamma',
-  'norm.bias': 'resnet/group_norm/beta',
-  'head.fc.weight': HEAD_KERNEL,
-  'head.fc.bias': HEAD_BIAS,
-}
-_TIMM_UNIT = {  # inside stages.<i>.blocks.<j>  <->  resnet/block<i+1>/unit<j+1>
-  'downsample.conv.weight': 'a/proj/standardized_conv2d/kernel',
-  'conv1.weight': 'a/standardized_conv2d/kernel',
-  'conv2.weight': 'b/standardized_conv2d/kernel',
-  'conv3.weight': 'c/standardized_conv2d/kernel',
-  'norm1.weight': 'a/group_norm/gamma',
-  'norm1.bias': 'a/group_norm/beta',
-  'norm2.weight': 'b/group_norm/gamma',
-  'norm2.bias': 'b/group_norm/beta',
-  'norm3.weight': 'c/group_norm/gamma',
-  'norm3.bias': 'c/group_norm/beta',
-}
+_TIMM_TOP = MappingProxyType(
+  {
+    'stem.conv.weight': 'resnet/root_block/standardized_conv2d/kernel',
+    'norm.weight': 'resnet/group_norm/gamma',
+    'norm.bias': 'resnet/group_norm/beta',
+    'head.fc.weight': HEAD_KERNEL,
+    'head.fc.bias': HEAD_BIAS,
+  }
+)
+# Inside stages.<i>.blocks.<j>  <->  resnet/block<i+1>/unit<j+1>.
+_TIMM_UNIT = MappingProxyType(
+  {
+    'downsample.conv.weight': 'a/proj/standardized_conv2d/kernel',
+    'conv1.weight': 'a/standardized_conv2d/kernel',
+    'conv2.weight': 'b/standardized_conv2d/kernel',
+    'conv3.weight': 'c/standardized_conv2d/kernel',
+    'norm1.weight': 'a/group_norm/gamma',
+    'norm1.bias': 'a/group_norm/beta',
+    'norm2.weight': 'b/group_norm/gamma',
+    'norm2.bias': 'b/group_norm/beta',
+    'norm3.weight': 'c/group_norm/gamma',
+    'norm3.bias': 'c/group_norm/beta',
+  }
+)
 
 
 def _rename(name, top, unit, unit_pattern, unit_format):

@@ -258,46 +258,15 @@ def plot(
   fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
   for label, points in lines.items():
     points.sort(key=lambda p: p[0])
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
     if interval:
-      low = [_number(p[2].get(f'{interval}_ci_low')) for p in points]
-      high = [_number(p[2].get(f'{interval}_ci_high')) for p in points]
-      err = [
-        [0 if lo is None else yv - lo for yv, lo in zip(ys, low)],
-        [0 if hi is None else hi - yv for yv, hi in zip(ys, high)],
-      ]
-      ax.errorbar(xs, ys, yerr=err, fmt='o-', capsize=3, label=label)
+      _draw_with_interval(ax, label, points, interval)
     elif repeats:
-      colour = None
-      for k in dict.fromkeys(_cell(p[2].get(repeats)) for p in points):
-        mine = [p for p in points if _cell(p[2].get(repeats)) == k]
-        (line,) = ax.plot(
-          [p[0] for p in mine],
-          [p[1] for p in mine],
-          '.-',
-          color=colour,
-          linewidth=1,
-          alpha=0.7,
-          label=label if colour is None else None,
-        )
-        colour = line.get_color()
+      _draw_repeats(ax, label, points, repeats)
     else:
-      ax.plot(xs, ys, 'o-', label=label)
-  if categories:
-    ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=8)
-  elif log_x:
-    ax.set_xscale('log')
-    values = sorted({p[0] for points in lines.values() for p in points})
-    if len(values) <= 10:  # few sizes: label each one (1, 5, 25, 504.8) rather than 10^k
-      ax.set_xticks(values, [f'{v:g}' for v in values])
-      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+      ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=label)
+  _set_x_axis(ax, lines, categories, log_x)
   ax.set_xlabel(xlabel or x.replace('_', ' '))
-  label = (interval or y).replace('_', ' ') + (
-    ' (test)' if (interval or y).startswith('top') else ''
-  )
-  ax.set_ylabel(
-    label + (', mean and 95% interval' if interval else ', one line per seed' if repeats else '')
-  )
+  ax.set_ylabel(_y_label(y, interval, repeats))
   ax.set_title(title, fontsize=10)
   ax.grid(True, alpha=0.3, which='both')
   if series or len(lines) > 1:
@@ -307,6 +276,57 @@ def plot(
   fig.savefig(image, format='png')
   plt.close(fig)
   files.write_atomic(path, image.getvalue())
+
+
+def _draw_with_interval(ax, label, points, interval) -> None:
+  """The means, with error bars to the 95% interval of each (none where it is unknown)."""
+  xs, ys = [p[0] for p in points], [p[1] for p in points]
+  low = [_number(p[2].get(f'{interval}_ci_low')) for p in points]
+  high = [_number(p[2].get(f'{interval}_ci_high')) for p in points]
+  err = [
+    [0 if lo is None else yv - lo for yv, lo in zip(ys, low)],
+    [0 if hi is None else hi - yv for yv, hi in zip(ys, high)],
+  ]
+  ax.errorbar(xs, ys, yerr=err, fmt='o-', capsize=3, label=label)
+
+
+def _draw_repeats(ax, label, points, repeats) -> None:
+  """One thin line per value of the column `repeats`, all in the first one's colour, the
+  series named once in the legend."""
+  colour = None
+  for k in dict.fromkeys(_cell(p[2].get(repeats)) for p in points):
+    mine = [p for p in points if _cell(p[2].get(repeats)) == k]
+    (line,) = ax.plot(
+      [p[0] for p in mine],
+      [p[1] for p in mine],
+      '.-',
+      color=colour,
+      linewidth=1,
+      alpha=0.7,
+      label=label if colour is None else None,
+    )
+    colour = line.get_color()
+
+
+def _set_x_axis(ax, lines, categories, log_x: bool) -> None:
+  """Category names as ticks, or a log scale whose few sizes are labelled as numbers."""
+  if categories:
+    ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=8)
+  elif log_x:
+    ax.set_xscale('log')
+    values = sorted({p[0] for points in lines.values() for p in points})
+    if len(values) <= 10:  # few sizes: label each one (1, 5, 25, 504.8) rather than 10^k
+      ax.set_xticks(values, [f'{v:g}' for v in values])
+      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _y_label(y: str, interval, repeats) -> str:
+  label = (interval or y).replace('_', ' ') + (
+    ' (test)' if (interval or y).startswith('top') else ''
+  )
+  return label + (
+    ', mean and 95% interval' if interval else ', one line per seed' if repeats else ''
+  )
 
 
 def plot_name(title):

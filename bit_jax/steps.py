@@ -8,6 +8,8 @@ official PyTorch port's way to fit big models) scans over micro-batches and aver
 gradients before one optimizer update, which equals the update of one big batch.
 """
 
+from types import MappingProxyType
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,7 +22,7 @@ def sigmoid_xent(logits, targets):
   return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
 
 
-LOSSES = {'softmax': optax.softmax_cross_entropy, 'sigmoid': sigmoid_xent}
+LOSSES = MappingProxyType({'softmax': optax.softmax_cross_entropy, 'sigmoid': sigmoid_xent})
 
 
 def targets_of(labels, num_classes: int, dtype=jnp.float32):

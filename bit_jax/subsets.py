@@ -85,19 +85,18 @@ def _class_orders(labels: np.ndarray, seed: int, within: np.ndarray | None) -> _
   return _ClassOrders(ordered_ids, rank_in_class, class_index, classes, candidates_per_class)
 
 
-def _check_enough(orders: _ClassOrders, wanted: np.ndarray, allow_fewer: bool) -> np.ndarray:
+def _check_enough(orders: _ClassOrders, wanted: np.ndarray) -> np.ndarray:
   short = np.flatnonzero(wanted > orders.candidates_per_class)
-  if short.size and not allow_fewer:
+  if short.size:
     details = ', '.join(
       f'class {orders.classes[i]} has {orders.candidates_per_class[i]}' for i in short[:10]
     )
     more = f' (and {short.size - 10} more classes)' if short.size > 10 else ''
     raise ValueError(
       f'Expected at least the requested number of examples per class; '
-      f'{details}{more} (wanted {wanted[short[0]]}). Ask for fewer, or pass '
-      'allow_fewer=True to take all examples of such classes.'
+      f'{details}{more} (wanted {wanted[short[0]]}). Ask for fewer.'
     )
-  return np.minimum(wanted, orders.candidates_per_class)
+  return wanted
 
 
 def per_class(
@@ -106,18 +105,17 @@ def per_class(
   seed: int,
   *,
   within: np.ndarray | None = None,
-  allow_fewer: bool = False,
 ) -> np.ndarray:
   """k-shot subset: the first ``k`` ids of every class order.
 
   ``within`` restricts candidates (e.g. the train part of `holdout_split`). A
-  class with fewer than ``k`` candidates is an error unless ``allow_fewer``.
+  class with fewer than ``k`` candidates is an error.
   """
   if k < 0:
     raise ValueError(f'Expected k >= 0 examples per class; got k={k}.')
   orders = _class_orders(labels, seed, within)
   wanted = np.full(len(orders.classes), k)
-  return orders.first(_check_enough(orders, wanted, allow_fewer))
+  return orders.first(_check_enough(orders, wanted))
 
 
 def per_class_counts(
@@ -126,7 +124,6 @@ def per_class_counts(
   seed: int,
   *,
   within: np.ndarray | None = None,
-  allow_fewer: bool = False,
 ) -> np.ndarray:
   """The first ``counts[c]`` ids of class c's order; classes not in ``counts`` give none."""
   orders = _class_orders(labels, seed, within)
@@ -139,7 +136,7 @@ def per_class_counts(
   if any(count < 0 for count in counts.values()):
     raise ValueError(f'Expected counts >= 0; got {dict(counts)}.')
   wanted = np.array([counts.get(int(c), 0) for c in orders.classes], dtype=np.int64)
-  return orders.first(_check_enough(orders, wanted, allow_fewer))
+  return orders.first(_check_enough(orders, wanted))
 
 
 def _round_half_up(values: np.ndarray) -> np.ndarray:
@@ -170,31 +167,19 @@ def holdout_split(
   labels: np.ndarray,
   seed: int,
   *,
-  val_fraction: float | None = None,
-  val_per_class: int | None = None,
+  val_fraction: float,
   within: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Stratified ``(train_ids, val_ids)``: disjoint, together all candidates.
 
-  Give exactly one of ``val_fraction`` (round half-up of f * n_c per class) or
-  ``val_per_class``. Validation ids are the LAST ones of each class order, so
-  `per_class`/`fraction` with ``within=train_ids`` keep the same front of the
-  order. Every class keeps at least one training example.
+  Each class gives round half-up of ``val_fraction * n_c`` to validation: the LAST ids
+  of its order, so `per_class`/`fraction` with ``within=train_ids`` keep the same front
+  of the order. Every class keeps at least one training example.
   """
-  if (val_fraction is None) == (val_per_class is None):
-    raise ValueError(
-      'Expected exactly one of val_fraction or val_per_class; got '
-      f'val_fraction={val_fraction}, val_per_class={val_per_class}.'
-    )
+  if not 0 < val_fraction < 1:
+    raise ValueError(f'Expected 0 < val_fraction < 1; got {val_fraction}.')
   orders = _class_orders(labels, seed, within)
-  if val_fraction is not None:
-    if not 0 < val_fraction < 1:
-      raise ValueError(f'Expected 0 < val_fraction < 1; got {val_fraction}.')
-    val_counts = _round_half_up(val_fraction * orders.candidates_per_class)
-  else:
-    if val_per_class < 0:
-      raise ValueError(f'Expected val_per_class >= 0; got {val_per_class}.')
-    val_counts = np.full(len(orders.classes), val_per_class)
+  val_counts = _round_half_up(val_fraction * orders.candidates_per_class)
   no_train_left = np.flatnonzero(val_counts >= orders.candidates_per_class)
   if no_train_left.size:
     i = no_train_left[0]

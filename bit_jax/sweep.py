@@ -48,7 +48,7 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import class_split, command_line, files, metric_names, report, train
+from bit_jax import class_split, command_line, files, metric_names, report, run_flags
 from bit_jax import run as run_lib
 from bit_jax.errors import ConfigError, Stopped
 from bit_jax.lock import WorkdirInUse, is_claimed
@@ -350,14 +350,22 @@ def collect(sweep, workdir):
   return rows, ['name', 'seed_index', *tags, *swept, *report.MEASURED], phase_rows, eval_rows
 
 
-# train.py defines --config and --workdir (absl flags are process-wide); a sweep reads them too.
-_CONFIG, _WORKDIR = train._CONFIG, train._WORKDIR  # noqa: SLF001
-_SHARD = flags.DEFINE_string(
-  'shard',
-  '0/1',
-  'i/n: train every n-th repeat, from the i-th '
-  '(0-based), as one of n jobs sharing the sweep directory.',
-)
+def define_flags() -> tuple[run_flags.RunFlags, flags.FlagHolder]:
+  """The command line's flags (`run_flags` and --shard); defined only when run as a script,
+  so that importing this module beside `train` defines no flag twice."""
+  defined = run_flags.define(
+    None,
+    'A sweep config, configs/sweeps/<study>.py[:arg] (see this module).',
+    'The sweep directory: one workdir per run and repeat, the tables and plots.',
+  )
+  shard = flags.DEFINE_string(
+    'shard',
+    '0/1',
+    'i/n: train every n-th repeat, from the i-th '
+    '(0-based), as one of n jobs sharing the sweep directory.',
+  )
+  flags.adopt_module_key_flags(run_flags)  # --help lists them as this command's own
+  return defined, shard
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -370,9 +378,10 @@ def parse_shard(text: str) -> tuple[int, int]:
   return index, count
 
 
-def main(argv):
+def main(argv, defined: run_flags.RunFlags, shard: flags.FlagHolder):
   del argv
-  if not _WORKDIR.value or 'runs' not in _CONFIG.value:
+  config, workdir = defined.config.value, defined.workdir.value
+  if not workdir or config is None or 'runs' not in config:
     raise app.UsageError(
       'Expected --config=configs/sweeps/<study>.py[:arg] (a config with '
       '`base`, `runs` and `report`) and --workdir=DIR.'
@@ -381,14 +390,15 @@ def main(argv):
   # Every run compiles the same train and eval steps again; a persistent cache turns all but
   # the first compilation into a lookup (~10 s a run on CPU).
   if not jax.config.jax_compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir', str(epath.Path(_WORKDIR.value) / '.jax_cache'))
+    jax.config.update('jax_compilation_cache_dir', str(epath.Path(workdir) / '.jax_cache'))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  train.initialize_distributed()
+  run_flags.initialize_distributed(defined)
   name = Path(flags.FLAGS['config'].config_filename.split(':')[0]).stem
-  rows = run_sweep(_CONFIG.value, _WORKDIR.value, name, shard=parse_shard(_SHARD.value))
+  rows = run_sweep(config, workdir, name, shard=parse_shard(shard.value))
   if jax.process_index() == 0:
-    print(f'{len(rows)} runs finished: {_WORKDIR.value}/results.md, {_WORKDIR.value}/{name}.png')
+    print(f'{len(rows)} runs finished: {workdir}/results.md, {workdir}/{name}.png')
 
 
 if __name__ == '__main__':
-  command_line.run(main)
+  sweep_flags = define_flags()
+  command_line.run(lambda argv: main(argv, *sweep_flags))

@@ -43,7 +43,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import command_line, fields, hyperrule, metric_names  # noqa: E402
+from bit_jax import command_line, fields, hyperrule, metric_names, run_flags  # noqa: E402
 from bit_jax import plan as plan_lib  # noqa: E402
 from bit_jax import run as run_lib  # noqa: E402
 from bit_jax.errors import ConfigError, Stopped  # noqa: E402
@@ -59,21 +59,15 @@ def _demo_config() -> Path:
 
 DEMO_CONFIG = str(_demo_config())
 
-_CONFIG = config_flags.DEFINE_config_file(
-  'config',
+_RUN = run_flags.define(
   DEMO_CONFIG,
   'Path to a config file, optionally with ":arg" (see configs/).',
-  lock_config=True,
+  'Run directory (resumes what is there).',
 )
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (resumes what is there).')
+flags.adopt_module_key_flags(run_flags)  # --help lists them as this command's own
 _DRY_RUN = flags.DEFINE_bool(
   'dry_run', False, 'Print the resolved plan of every phase and exit without training.'
 )
-_COORDINATOR = flags.DEFINE_string(
-  'coordinator_address', None, 'host:port of process 0, for several processes off Cloud TPU.'
-)
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0-based).')
 _PHASE = flags.DEFINE_multi_string(
   'phase',
   [],
@@ -86,13 +80,6 @@ _ACCEPT_CHANGES = flags.DEFINE_list(
   'Resume a workdir although these fields of the config changed (e.g. '
   'total_steps), on purpose; the change is recorded in plan_changes.json.',
 )
-
-
-def initialize_distributed():
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):  # a multi-host Cloud TPU VM slice
-    jax.distributed.initialize()
 
 
 def print_results(results: dict, workdir: str) -> None:
@@ -131,8 +118,8 @@ def plan_and_run(stop: StopRequest) -> dict | None:
       f'clone of bit_jax.'
     )
   if not _DRY_RUN.value:
-    run_lib.check_writable(_WORKDIR.value)
-  config = fields.with_phase_overrides(_CONFIG.value, _PHASE.value)
+    run_lib.check_writable(_RUN.workdir.value)
+  config = fields.with_phase_overrides(_RUN.config.value, _PHASE.value)
   plan = plan_lib.resolve(config, given=given_fields())
   if _DRY_RUN.value:
     print(plan.table())
@@ -143,15 +130,15 @@ def plan_and_run(stop: StopRequest) -> dict | None:
     return None
   if stop.requested:
     raise Stopped('Stopped on request while planning, before anything was written; rerun.')
-  return run_lib.execute(plan, _WORKDIR.value, stop=stop, accept_changes=_ACCEPT_CHANGES.value)
+  return run_lib.execute(plan, _RUN.workdir.value, stop=stop, accept_changes=_ACCEPT_CHANGES.value)
 
 
 def main(argv):
   del argv
-  if not _WORKDIR.value and not _DRY_RUN.value:
+  if not _RUN.workdir.value and not _DRY_RUN.value:
     raise app.UsageError('--workdir is required (a directory for checkpoints and metrics).')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  initialize_distributed()
+  run_flags.initialize_distributed(_RUN)
   try:
     with StopRequest() as stop:  # SIGTERM or Ctrl-C while planning: stopped, nothing written
       results = plan_and_run(stop)
@@ -160,7 +147,7 @@ def main(argv):
       raise
     # A full disk that struck where no message names it (a library's own write).
     print(
-      f'ERROR: No space left on device writing {e.filename or _WORKDIR.value}; what was saved '
+      f'ERROR: No space left on device writing {e.filename or _RUN.workdir.value}; what was saved '
       f'before is intact. Free space, then rerun to resume.',
       file=sys.stderr,
       flush=True,
@@ -177,7 +164,7 @@ def main(argv):
   if results is None:
     return
   if jax.process_index() == 0:
-    print_results(results, _WORKDIR.value)
+    print_results(results, _RUN.workdir.value)
 
 
 if __name__ == '__main__':

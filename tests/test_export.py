@@ -19,7 +19,7 @@ from conftest import REPO
 from test_predict import CLASSES, write_digits_folder
 from test_train import tiny_config
 
-from bit_jax import export, hub, models, predict, pretrained, run, timm_folder
+from bit_jax import export, fine_tuned, hub, models, pretrained, run, timm_folder
 from bit_jax.errors import ConfigError, RunError
 
 PHASES = (
@@ -93,17 +93,17 @@ def test_every_phase_keeps_its_weights_and_checkpoints_are_named_by_step(trained
     6,
     10,
   ]
-  assert predict.locate(f'{workdir}:first') == (
+  assert fine_tuned.locate(f'{workdir}:first') == (
     str(workdir / 'first.npz'),
-    predict.Workdir(workdir),
+    fine_tuned.Workdir(workdir),
     'first',
   )
   with pytest.raises(ConfigError, match=r"no weights of phase 'third' \(its phases: first, second"):
-    predict.load_model(f'{workdir}:third')
+    fine_tuned.load_model(f'{workdir}:third')
   (workdir / 'final.npz').rename(workdir / 'final.kept')  # as if the run had not finished
   try:
     with pytest.raises(ConfigError, match=rf'not finished: no final.npz.*--model={workdir}:second'):
-      predict.load_model(str(workdir))
+      fine_tuned.load_model(str(workdir))
   finally:
     (workdir / 'final.kept').rename(workdir / 'final.npz')
   # The first phase's weights, as predict reads them, score what the run measured for them.

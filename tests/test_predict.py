@@ -19,7 +19,7 @@ from conftest import REPO
 from PIL import Image
 from test_train import tiny_config
 
-from bit_jax import data_sources, export, linear_probe, predict, run
+from bit_jax import data_sources, export, fine_tuned, linear_probe, predict, run
 
 CLASSES = ('zero', 'one', 'two')
 
@@ -87,7 +87,7 @@ def test_an_unreadable_image_is_listed_and_skipped(trained, tmp_path):
 
 def test_features_to_disk_feed_the_fewshot_probe(trained, tmp_path):
   workdir, root, _ = trained
-  model, params, class_names, crop = predict.load_model(str(workdir))
+  model, params, class_names, crop = fine_tuned.load_model(str(workdir))
   assert class_names == tuple(sorted(CLASSES)) and crop == 16  # folders sort by name
   for split in ('train', 'test'):
     done = cli(
@@ -156,7 +156,7 @@ def test_saved_model_gives_bit_jax_logits_for_any_image_size_and_batch(trained, 
   import tensorflow as tf
 
   workdir, _, _ = trained
-  model, params, class_names, crop = predict.load_model(str(workdir))
+  model, params, class_names, crop = fine_tuned.load_model(str(workdir))
   export.export(model, params, crop, tmp_path / 'saved', class_names, platforms=('cpu',))
   rng = np.random.default_rng(0)
   inputs = {}
@@ -192,7 +192,7 @@ def test_a_run_without_final_npz_is_named_unfinished(tmp_path):
   (tmp_path / 'checkpoints').mkdir()  # a run stopped before its end
   (tmp_path / 'phases.json').write_text('[]')
   with pytest.raises(ConfigError, match='is a run that has not finished: no final.npz'):
-    predict.load_model(str(tmp_path))
+    fine_tuned.load_model(str(tmp_path))
 
 
 def test_the_predictions_csv_reads_back_with_the_csv_module_whatever_the_class_names():
