@@ -14,8 +14,8 @@ _EXPORTS = MappingProxyType(
     'KNOWN_MODELS': 'models',
     'ResNetV2': 'models',
     'create_model': 'models',
-    'CheckpointMismatchError': 'pretrained',
-    'load_pretrained': 'pretrained',
+    'CheckpointMismatchError': 'models.pretrained',
+    'load_pretrained': 'models.pretrained',
   }
 )
 __all__ = tuple(_EXPORTS)

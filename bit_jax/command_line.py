@@ -1,7 +1,7 @@
 """What every command line (train, sweep, predict, export, fewshot) does around its `main`.
 
 A mistake in the flags or the config file is one `ERROR:` line and exit code 2; a failure the
-user must act on (`bit_jax.errors.UserError`) is one `ERROR:` line with the exit code of its
+user must act on (`bit_jax.runtime.errors.UserError`) is one `ERROR:` line with the exit code of its
 kind; a stop request (`Stopped`) is its message and exit code 0. No traceback for any of them.
 TensorFlow never sees the GPUs (JAX owns them).
 
@@ -15,8 +15,13 @@ import sys
 
 from absl import app, flags
 
-from bit_jax import data_sources, defaults
-from bit_jax.errors import Stopped, UserError
+from bit_jax.data import data_sources
+from bit_jax.recipe import defaults
+from bit_jax.runtime.errors import Stopped, UserError
+
+WHERE_FIELDS_ARE = (
+  'Every field and its meaning: README.md, "Config fields" (bit_jax/recipe/settings.py).'
+)
 
 
 def flag_mistake(error: BaseException) -> str:
@@ -28,15 +33,14 @@ def flag_mistake(error: BaseException) -> str:
   for e in chain:
     text = e.args[0] if e.args and isinstance(e.args[0], str) else ''
     if 'Did you mean' in text:
-      return f'Unknown config field {text.replace(chr(10), ". ")} See bit_jax/defaults.py.'
+      return f'Unknown config field {text.replace(chr(10), ". ")} {WHERE_FIELDS_ARE}'
   fields = sorted(defaults.base_config())
   for e in chain:  # a name far from every field: ml_collections says only KeyError('name')
     if type(e) is KeyError and e.args and isinstance(e.args[0], str):
       name = e.args[0].strip('\'"')
       nearest = difflib.get_close_matches(name, fields, n=3, cutoff=0)
       return (
-        f'Unknown config field {name!r}; the nearest are {", ".join(nearest)}. Every '
-        f'field and its meaning: bit_jax/defaults.py.'
+        f'Unknown config field {name!r}; the nearest are {", ".join(nearest)}. {WHERE_FIELDS_ARE}'
       )
   return ' '.join(str(error).split())
 

@@ -7,16 +7,16 @@ hub folder, or ONNX.
     python -m bit_jax.export --model=/tmp/run --format=onnx --out=/tmp/run/model.onnx
 
 `--model` is what `predict` takes (a workdir, `<workdir>:<phase>`, a checkpoint or a name; see
-bit_jax/fine_tuned.py).
+bit_jax/serving/fine_tuned.py).
 
 `--format=timm` writes `model.safetensors` (timm's `resnetv2_*_bit` names), `config.json`
 (architecture, classes, label names, input size, mean/std, interpolation, crop) and a
 `README.md` model card (what it was fine-tuned from and on, steps, test accuracy, how to load
 it): `timm.create_model('local-dir:<out>', pretrained=True)` and
-`bit_jax.load_pretrained('<out>')` load it (bit_jax/timm_folder.py). `--push_to_hub=org/name`
+`bit_jax.load_pretrained('<out>')` load it (bit_jax/serving/timm_folder.py). `--push_to_hub=org/name`
 then creates that hub repo (if needed), uploads the folder and prints its URL; then
 `timm.create_model('hf-hub:org/name', pretrained=True)` loads it. `--format=onnx`: see
-bit_jax/onnx_export.py.
+bit_jax/serving/onnx_export.py.
 
 SavedModel: the serving signature takes uint8 images of any height, width and batch size (0 too)
 (`images: uint8 [batch, height, width, 3]`), does the run's evaluation preprocessing itself
@@ -45,8 +45,11 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import command_line, files, fine_tuned, hub, pretrained, timm_folder
-from bit_jax.errors import ConfigError
+from bit_jax import command_line
+from bit_jax.models import hub, pretrained
+from bit_jax.runtime import files
+from bit_jax.runtime.errors import ConfigError
+from bit_jax.serving import fine_tuned, timm_folder
 
 FORMATS = ('savedmodel', 'timm', 'onnx')
 
@@ -181,7 +184,7 @@ def run_export(
       lines.append(f'Pushed {path} to {hub.push(path, push_to_hub, private=private)}')
     return lines
   if fmt == 'onnx':
-    from bit_jax import onnx_export
+    from bit_jax.serving import onnx_export
 
     path = onnx_export.export(params, crop, out, class_names)
     return [f'ONNX -> {path}: {onnx_export.CONTRACT.format(crop=crop)}; {len(class_names)} classes']
@@ -210,6 +213,11 @@ def main(argv):
   print('\n'.join(lines))
 
 
-if __name__ == '__main__':
+def cli():
+  """The `bit-jax-export` script."""
   define_flags()
   command_line.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -1,4 +1,4 @@
-"""`python -m bit_jax.fewshot`: the few-shot linear probe (bit_jax/linear_probe.py) of a
+"""`python -m bit_jax.fewshot`: the few-shot linear probe (bit_jax/training/linear_probe.py) of a
 checkpoint's frozen pre-logits, or of features saved by `bit_jax.predict --features`.
 
     python -m bit_jax.fewshot --model=BiT-M-R50x1 --dataset=cifar10 --shots=1,5,10,25
@@ -15,9 +15,12 @@ import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines
 from absl import app, flags, logging
 from absl.flags import FLAGS
 
-from bit_jax import command_line, data_sources, hyperrule, pretrained
-from bit_jax.errors import ConfigError
-from bit_jax.linear_probe import L2, accuracies_of_features, fewshot_accuracies
+from bit_jax import command_line
+from bit_jax.data import data_sources
+from bit_jax.models import pretrained
+from bit_jax.recipe import hyperrule
+from bit_jax.runtime.errors import ConfigError
+from bit_jax.training.linear_probe import L2, accuracies_of_features, fewshot_accuracies
 
 
 def define_flags():
@@ -26,7 +29,7 @@ def define_flags():
   flags.DEFINE_string(
     'model', None, "Published BiT name or official-layout .npz (e.g. a run's final.npz)."
   )
-  flags.DEFINE_string('dataset', 'cifar10', 'Dataset name (see bit_jax/data_sources.py).')
+  flags.DEFINE_string('dataset', 'cifar10', 'Dataset name (see bit_jax/data/data_sources.py).')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir.')
   flags.DEFINE_list('classes', None, 'Keep these classes only (e.g. 5,6,7,8,9).')
   flags.DEFINE_list('shots', ['1', '5', '10', '25'], 'Images per class to fit on.')
@@ -88,6 +91,11 @@ def main(argv):
     print(f'{k:>6} {k * train_source.num_classes:>6} {accuracies[k]:>7.4f}')
 
 
-if __name__ == '__main__':
+def cli():
+  """The `bit-jax-fewshot` script."""
   define_flags()
   command_line.run(main)
+
+
+if __name__ == '__main__':
+  cli()

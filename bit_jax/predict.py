@@ -38,8 +38,11 @@ import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import command_line, data_sources, files, fine_tuned, input_pipeline, progress
-from bit_jax.errors import ConfigError
+from bit_jax import command_line
+from bit_jax.data import data_sources, input_pipeline
+from bit_jax.runtime import files, progress
+from bit_jax.runtime.errors import ConfigError
+from bit_jax.serving import fine_tuned
 
 LAYERS = ('pre_logits', 'logits', 'stem', 'stage1', 'stage2', 'stage3', 'stage4')
 
@@ -249,6 +252,11 @@ def main(argv):
     print(f'confusion matrix -> {png}')
 
 
-if __name__ == '__main__':
+def cli():
+  """The `bit-jax-predict` script."""
   define_flags()
   command_line.run(main)
+
+
+if __name__ == '__main__':
+  cli()

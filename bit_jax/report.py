@@ -3,7 +3,7 @@ results.md and `<name>.png`.
 
 `bit_jax.sweep` calls `write_all` after every repeat. Standalone, it re-plots a results.csv,
 answers "how small can the target set be?" for a finished sweep over images per class
-(bit_jax/how_small.py), or rewrites every table and plot of a sweep directory from its CSV
+(bit_jax/studies/how_small.py), or rewrites every table and plot of a sweep directory from its CSV
 files with its config's report settings (nothing retrained):
 
     python -m bit_jax.report DIR/results.csv --x=per_class --log_x --series=upstream \
@@ -18,17 +18,17 @@ files with its config's report settings (nothing retrained):
   the final training set M) and `wall_time_s`.
 * summary.csv: one row per run (a point of the study): `n` repeats and, for each of
   `SUMMARY_METRICS`, its `_mean`, `_std` and 95% interval `_ci_low`/`_ci_high` (Student's t,
-  see bit_jax/stats.py). The plot draws the means with these intervals as error bars.
+  see bit_jax/studies/stats.py). The plot draws the means with these intervals as error bars.
 * comparisons.csv: the `report.compare` entries of the sweep config, each
   `{'column', 'a', 'b', 'by', 'y'}`: for every value of `by` (or once), the runs whose
   `column` is `a` minus those whose `column` is `b`, paired by seed_index, for each metric in
   `y` (default ('top1',)): mean difference, its interval, the paired t test's p-value, that
-  p-value Holm-adjusted over every comparison of the sweep (`p_holm`, bit_jax/stats.py), and
+  p-value Holm-adjusted over every comparison of the sweep (`p_holm`, bit_jax/studies/stats.py), and
   `significant`: p_holm < 0.05, i.e. significant after the correction. The intervals are each
   comparison's own 95% interval (not adjusted), so one can exclude 0 where the verdict is
   "not significant".
 * how_small.csv, how_small.md, how_small.png: where `x` or `series` is `per_class`, the
-  learning-curve answers to "how small can the target set be?" (bit_jax/how_small.py).
+  learning-curve answers to "how small can the target set be?" (bit_jax/studies/how_small.py).
 * phases.csv: one row per phase of every repeat; evals.csv: one row per evaluation of the test
   set (metrics.jsonl), with the examples processed by then.
 
@@ -48,10 +48,11 @@ import re
 import matplotlib
 from etils import epath
 
-from bit_jax import files, how_small, metric_names, stats
-from bit_jax.tables import cell as _cell
-from bit_jax.tables import markdown_table, read_csv, typed, write_csv
-from bit_jax.tables import number as _number
+from bit_jax.runtime import files, metric_names
+from bit_jax.studies import how_small, stats
+from bit_jax.studies.tables import cell as _cell
+from bit_jax.studies.tables import markdown_table, read_csv, typed, write_csv
+from bit_jax.studies.tables import number as _number
 
 matplotlib.use('Agg')  # files only: the sweep runs headless
 import matplotlib.pyplot as plt  # noqa: E402

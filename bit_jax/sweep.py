@@ -7,7 +7,7 @@ intervals: the studies of configs/sweeps.
 
 A sweep config's `get_config(arg)` returns a ConfigDict with
 
-* `base`: a full run config (`bit_jax.defaults.base_config()` plus the study's settings);
+* `base`: a full run config (`bit_jax.recipe.defaults.base_config()` plus the study's settings);
 * `runs`: a sequence of dicts, each a run `name`, optional `tags` (labels for the tables and
   the plot, e.g. `{'upstream': 'BiT-M'}`), optional `seeds` (this run's repeats) and
   overrides of any `base` field, `phases` included. The text `{workdir}` in any string value
@@ -21,7 +21,7 @@ A sweep config's `get_config(arg)` returns a ConfigDict with
 * `report`: see `bit_jax/report.py` (plot, summary with 95% intervals, comparisons);
 * `swap` (optional): `dict(halves=(A, B))`, two disjoint class tuples: every run that names
   '{source}', '{target}' or '{direction}' runs in both directions, and the report is of
-  their mean, each direction's under `<workdir>/directions/` (see bit_jax/class_split.py).
+  their mean, each direction's under `<workdir>/directions/` (see bit_jax/studies/class_split.py).
 
 Each repeat trains with `run.run` in `<workdir>/<name>/seed<k>` when the sweep names
 `seeds`, or in `<workdir>/<name>` for a run without repeats (no `seeds` in the sweep, or the
@@ -48,12 +48,14 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from bit_jax import class_split, command_line, files, metric_names, report, run_flags
-from bit_jax import run as run_lib
-from bit_jax.errors import ConfigError, Stopped
-from bit_jax.lock import WorkdirInUse, is_claimed
-from bit_jax.preemption import StopRequest
-from bit_jax.run_state import Workdir
+from bit_jax import command_line, report, run_flags
+from bit_jax.runtime import files, metric_names
+from bit_jax.runtime.errors import ConfigError, Stopped
+from bit_jax.runtime.lock import WorkdirInUse, is_claimed
+from bit_jax.runtime.preemption import StopRequest
+from bit_jax.studies import class_split
+from bit_jax.training import run as run_lib
+from bit_jax.training.run_state import Workdir
 
 PLACEHOLDER, SEED = '{workdir}', '{seed}'
 RUN_KEYS = ('name', 'tags', 'seeds')  # in a run dict, but not config fields
@@ -116,7 +118,7 @@ def check_runs(sweep: ml_collections.ConfigDict) -> list[dict]:
     if unknown:
       raise SweepConfigError(
         f'Run {name!r} overrides unknown fields {unknown}; runs may set '
-        f'any field of `base` (see bit_jax/defaults.py), plus '
+        f'any field of `base` (README.md, "Config fields"), plus '
         f'{", ".join(RUN_KEYS)}.'
       )
     clashes = sorted(set(run.get('tags', {})) & (fields | {'name', 'seed_index'}))
@@ -399,6 +401,11 @@ def main(argv, defined: run_flags.RunFlags, shard: flags.FlagHolder):
     print(f'{len(rows)} runs finished: {workdir}/results.md, {workdir}/{name}.png')
 
 
-if __name__ == '__main__':
+def cli():
+  """The `bit-jax-sweep` script."""
   sweep_flags = define_flags()
   command_line.run(lambda argv: main(argv, *sweep_flags))
+
+
+if __name__ == '__main__':
+  cli()

@@ -1,6 +1,6 @@
 """Train and evaluate: `python -m bit_jax.train --config=configs/bit_hyperrule.py --workdir=DIR`.
 
-The command line of `bit_jax.run`: flags, several processes, and errors as one message.
+The command line of `bit_jax.training.run`: flags, several processes, and errors as one message.
 `--dry_run` resolves and checks every phase (data, HyperRule values, init, freeze, batch
 sizes), prints the plan, each phase's whole schedule (warmup, decays, total) and the
 HyperRule regime its data put it in (and why), and exits, before anything is trained. Exit
@@ -43,11 +43,13 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bit_jax import command_line, fields, hyperrule, metric_names, run_flags  # noqa: E402
-from bit_jax import plan as plan_lib  # noqa: E402
-from bit_jax import run as run_lib  # noqa: E402
-from bit_jax.errors import ConfigError, Stopped  # noqa: E402
-from bit_jax.preemption import StopRequest  # noqa: E402
+from bit_jax import command_line, run_flags  # noqa: E402
+from bit_jax.recipe import fields, hyperrule  # noqa: E402
+from bit_jax.recipe import plan as plan_lib  # noqa: E402
+from bit_jax.runtime import metric_names  # noqa: E402
+from bit_jax.runtime.errors import ConfigError, Stopped  # noqa: E402
+from bit_jax.runtime.preemption import StopRequest  # noqa: E402
+from bit_jax.training import run as run_lib  # noqa: E402
 
 
 def _demo_config() -> Path:
@@ -167,5 +169,10 @@ def main(argv):
     print_results(results, _RUN.workdir.value)
 
 
-if __name__ == '__main__':
+def cli():
+  """The `bit-jax-train` script."""
   command_line.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -15,7 +15,7 @@ fine-tuned numbers); this needs a TPU pod (about 1.5 M steps x images: 90 epochs
 `final.npz` in the workdir is the official checkpoint layout, ready for bit_hyperrule.py.
 """
 
-from bit_jax.defaults import base_config
+from bit_jax.recipe.defaults import base_config
 
 
 def get_config(arg='BiT-S-R50x1'):

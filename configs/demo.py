@@ -21,7 +21,7 @@ transfer 0.91, scratch 0.39 (1m55s): twenty labelled images are enough once the 
 our runs: five classes teach features too narrow for the other five.)
 """
 
-from bit_jax.defaults import base_config
+from bit_jax.recipe.defaults import base_config
 
 
 def get_config(arg=''):

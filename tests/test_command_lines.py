@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 from bit_jax import command_line
-from bit_jax.errors import ConfigError, RunError, Stopped
+from bit_jax.runtime.errors import ConfigError, RunError, Stopped
 
 COMMAND_LINES = ['train', 'sweep', 'predict', 'export', 'fewshot']
 # abseil's prefix: severity letter, MMDD, time, thread id, file:line]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO, TEST_DATA
 
-from bit_jax import pretrained
+from bit_jax.models import pretrained
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'

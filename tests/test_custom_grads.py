@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bit_jax import ops
+from bit_jax.models import ops
 
 plain_group_norm = ops.plain_group_norm  # the textbook formula, checked against numpy below
 

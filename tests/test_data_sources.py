@@ -1,4 +1,4 @@
-"""Tests for bit_jax/data_sources.py.
+"""Tests for bit_jax/data/data_sources.py.
 
 Oracles: TFDS's own reader (decoded images and labels, in its unshuffled order), PIL
 (the pixels we wrote into image files), and the file layout (a file's class folder is
@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from bit_jax import data_sources
+from bit_jax.data import data_sources
 
 CIFAR_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
 
@@ -212,8 +212,8 @@ def test_image_folder_reads_nested_images_and_refuses_empty_class_folders(image_
 def test_skip_corrupt_is_a_config_field_that_reaches_the_folder(image_folder):
   from test_train import tiny_config
 
-  from bit_jax import plan
-  from bit_jax.errors import ConfigError
+  from bit_jax.recipe import plan
+  from bit_jax.runtime.errors import ConfigError
 
   root, _ = image_folder
   (root / 'train/cat/zz_truncated.png').write_bytes((root / 'train/cat/b.png').read_bytes()[:40])

@@ -1,4 +1,4 @@
-"""bit_jax.download against a local stand-in for storage.googleapis.com.
+"""bit_jax.models.download against a local stand-in for storage.googleapis.com.
 
 Oracles: the bytes of tests/data/bit_small_official.npz (what the server serves), the `Range`
 headers the server saw, and timm's logits for that file (tests/data/golden_bit_small.npz).
@@ -16,7 +16,8 @@ import pytest
 import tqdm
 from conftest import TEST_DATA
 
-from bit_jax import download, models, pretrained
+from bit_jax import models
+from bit_jax.models import download, pretrained
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'

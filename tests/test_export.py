@@ -19,8 +19,11 @@ from conftest import REPO
 from test_predict import CLASSES, write_digits_folder
 from test_train import tiny_config
 
-from bit_jax import export, fine_tuned, hub, models, pretrained, run, timm_folder
-from bit_jax.errors import ConfigError, RunError
+from bit_jax import export, models
+from bit_jax.models import hub, pretrained
+from bit_jax.runtime.errors import ConfigError, RunError
+from bit_jax.serving import fine_tuned, timm_folder
+from bit_jax.training import run
 
 PHASES = (
   {'name': 'first', 'total_steps': 6},

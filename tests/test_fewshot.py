@@ -9,7 +9,9 @@ from conftest import TEST_DATA
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
-from bit_jax import data_sources, linear_probe, pretrained, subsets
+from bit_jax.data import data_sources, subsets
+from bit_jax.models import pretrained
+from bit_jax.training import linear_probe
 
 
 def sklearn_predictions(train_x, train_y, test_x, num_classes, l2):

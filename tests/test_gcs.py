@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 from test_train import TINY
 
-from bit_jax import pretrained
+from bit_jax.models import pretrained
 
 FLAGS = (
   '--config.total_steps=16',

@@ -1,4 +1,4 @@
-"""bit_jax.how_small on a finished sweep directory: the command line, the sweep report's
+"""bit_jax.studies.how_small on a finished sweep directory: the command line, the sweep report's
 section, which series it reads and how it marks extrapolation. The estimator's statistics are
 tested in test_learning_curve.py; here the oracle is the known curve the rows are drawn from."""
 
@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from bit_jax import how_small, report
-from bit_jax import learning_curve as lc
+from bit_jax import report
+from bit_jax.studies import how_small
+from bit_jax.studies import learning_curve as lc
 
 SIZES = (2, 5, 10, 25, 100, 500)
 CURVES = {'big': (0.45, 0.5, 0.2), 'none (scratch)': (0.45, 0.3, 0.35)}

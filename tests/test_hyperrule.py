@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_TFDS
 
-from bit_jax import hyperrule
+from bit_jax.recipe import hyperrule
 
 TFDS_DIR = SHARED_TFDS  # BIT_JAX_TEST_DATA, else ../shared/data/tfds
 
@@ -189,7 +189,8 @@ def test_the_regime_says_which_schedule_and_why():
 def test_dry_run_shows_the_whole_schedule_and_the_regime():
   from test_train import tiny_config
 
-  from bit_jax import plan, train
+  from bit_jax import train
+  from bit_jax.recipe import plan
 
   lines = train.schedule_lines(plan.resolve(tiny_config(total_steps=12))).splitlines()
   # 12 of the rule's 500 steps: warmup round(100 * 12/500) = 2, decays round(4.8, 7.2, 9.6).

@@ -1,4 +1,4 @@
-"""Tests for bit_jax/input_pipeline.py.
+"""Tests for bit_jax/data/input_pipeline.py.
 
 Oracles: the source's own decoded records (the pixels, labels and ids a batch must
 come from), an uninterrupted stream (what a resumed one must equal), and set arithmetic
@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from bit_jax import data_sources, input_pipeline, subsets
+from bit_jax.data import data_sources, input_pipeline, subsets
 
 CIFAR_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
 

@@ -47,3 +47,18 @@ def test_the_real_data_location_is_an_environment_variable(tmp_path):
   )
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.strip().splitlines()[-1] == str(tmp_path)
+
+
+def test_every_package_folder_ships_and_every_script_names_a_command():
+  project = tomllib.loads((REPO / 'pyproject.toml').read_text())
+  folders = {p.parent.relative_to(REPO) for p in (REPO / 'bit_jax').rglob('__init__.py')}
+  packages = set(project['tool']['setuptools']['packages'])
+  assert {'.'.join(folder.parts) for folder in folders} <= packages
+  scripts = project['project']['scripts']
+  commands = {'train', 'sweep', 'predict', 'export', 'fewshot', 'report'}
+  assert {name.removeprefix('bit-jax-') for name in scripts} == commands
+  for name, target in scripts.items():  # each a function of the module `python -m` runs
+    module, function = target.split(':')
+    assert module == 'bit_jax.' + name.removeprefix('bit-jax-')
+    source = (REPO / (module.replace('.', '/') + '.py')).read_text()
+    assert f'\ndef {function}(' in source, target

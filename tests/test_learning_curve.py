@@ -1,4 +1,4 @@
-"""bit_jax.learning_curve: the fit against scipy.optimize.curve_fit, the inverse against the
+"""bit_jax.studies.learning_curve: the fit against scipy.optimize.curve_fit, the inverse against the
 curve itself, the interval against Student's t, and the whole estimator's coverage and bias on
 synthetic sweeps drawn from known curves (the binomial spread decides what coverage passes)."""
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import optimize
 from scipy import stats as scipy_stats
 
-from bit_jax import learning_curve as lc
+from bit_jax.studies import learning_curve as lc
 
 K = np.array([1, 5, 10, 25, 100, 504.8])  # the sizes of the dataset_size_upstream study
 

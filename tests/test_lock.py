@@ -15,8 +15,8 @@ import gcs_emulator
 import pytest
 from test_gcs import gcs  # noqa: F401  (the emulator fixture)
 
-from bit_jax import lock
-from bit_jax.errors import RunError
+from bit_jax.runtime import lock
+from bit_jax.runtime.errors import RunError
 
 
 def write(path, **record):

@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from bit_jax import metrics
-from bit_jax.errors import RunError
+from bit_jax.runtime import metrics
+from bit_jax.runtime.errors import RunError
 
 
 def test_a_failed_close_on_a_full_disk_does_not_hide_the_error_that_ended_the_run(

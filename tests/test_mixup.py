@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bit_jax.mixup import mixup
+from bit_jax.training.mixup import mixup
 
 BATCH, CLASSES = 6, 4
 CLASS_OF_EXAMPLE = np.array([0, 1, 2, 3, 0, 2])  # reversed partners differ in class

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bit_jax import models, ops
+from bit_jax import models
+from bit_jax.models import ops
 
 # Parameters without head, from timm 1.0.31 `resnetv2_<d>x<w>_bit` built on the meta device
 # (num_classes=0). R50x1 is the published 23.50 M.

@@ -13,24 +13,16 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from bit_jax import (
-  class_split,
-  defaults,
-  fields,
-  files,
-  hyperrule,
-  input_pipeline,
-  layers,
-  metric_names,
-  models,
-  plan,
-  pretrained,
-  stepwise,
-  weights,
-)
-from bit_jax.data_sources import get_source
-from bit_jax.errors import ConfigError
-from bit_jax.plateau import Plateau
+from bit_jax import models
+from bit_jax.data import input_pipeline
+from bit_jax.data.data_sources import get_source
+from bit_jax.models import layers, pretrained
+from bit_jax.recipe import defaults, fields, hyperrule, plan
+from bit_jax.recipe.plateau import Plateau
+from bit_jax.runtime import files, metric_names
+from bit_jax.runtime.errors import ConfigError
+from bit_jax.studies import class_split, stepwise
+from bit_jax.training import weights
 
 
 def tiny(**overrides):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from conftest import TEST_DATA
 
-from bit_jax import dataset_names, defaults, fields, hyperrule, models, plan
-from bit_jax.errors import ConfigError
-from bit_jax.plateau import Plateau
+from bit_jax import models
+from bit_jax.data import dataset_names
+from bit_jax.recipe import defaults, fields, hyperrule, plan
+from bit_jax.recipe.plateau import Plateau
+from bit_jax.runtime.errors import ConfigError
 
 
 def config(**top):
@@ -164,7 +166,7 @@ def test_an_eval_split_without_labels_is_refused_before_training(tmp_path):
 
 
 def test_every_phase_is_checked_before_the_first_trains(tmp_path):
-  from bit_jax import run
+  from bit_jax.training import run
 
   good = {'name': 'first', 'total_steps': 2}
   for late_mistake, message in [

@@ -19,7 +19,10 @@ from conftest import REPO
 from PIL import Image
 from test_train import tiny_config
 
-from bit_jax import data_sources, export, fine_tuned, linear_probe, predict, run
+from bit_jax import export, predict
+from bit_jax.data import data_sources
+from bit_jax.serving import fine_tuned
+from bit_jax.training import linear_probe, run
 
 CLASSES = ('zero', 'one', 'two')
 
@@ -187,7 +190,7 @@ def test_saved_model_gives_bit_jax_logits_for_any_image_size_and_batch(trained, 
 
 
 def test_a_run_without_final_npz_is_named_unfinished(tmp_path):
-  from bit_jax.errors import ConfigError
+  from bit_jax.runtime.errors import ConfigError
 
   (tmp_path / 'checkpoints').mkdir()  # a run stopped before its end
   (tmp_path / 'phases.json').write_text('[]')

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import TEST_DATA
 
-from bit_jax import download, models, pretrained
+from bit_jax import models
+from bit_jax.models import download, pretrained
 
 CHECKPOINT = TEST_DATA / 'bit_small_official.npz'
 GOLDEN = TEST_DATA / 'golden_bit_small.npz'

@@ -6,8 +6,10 @@ import pytest
 from test_robustness import StopAfter
 from test_train import tiny_config
 
-from bit_jax import files, pretrained, run
-from bit_jax.errors import ConfigError, Stopped
+from bit_jax.models import pretrained
+from bit_jax.runtime import files
+from bit_jax.runtime.errors import ConfigError, Stopped
+from bit_jax.training import run
 
 
 def everything(workdir) -> dict:

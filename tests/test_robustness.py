@@ -18,9 +18,12 @@ import pytest
 from conftest import REPO, TEST_DATA
 from test_train import TINY, tiny_config
 
-from bit_jax import files, lock, pretrained, run, sweep
-from bit_jax.errors import ConfigError, RunError, Stopped
-from bit_jax.preemption import StopRequest
+from bit_jax import sweep
+from bit_jax.models import pretrained
+from bit_jax.runtime import files, lock
+from bit_jax.runtime.errors import ConfigError, RunError, Stopped
+from bit_jax.runtime.preemption import StopRequest
+from bit_jax.training import run
 
 
 class StopAfter(StopRequest):
@@ -288,7 +291,7 @@ CONFIG_MISTAKES = [  # flags, words the one-line message must hold
   (['--config.dataset=cifar1O'], ["Unknown dataset 'cifar1O'", 'close: cifar10']),
   (  # far from every field: the nearest three, and where they are all described
     ['--config.learning_rate=0.1'],
-    ["Unknown config field 'learning_rate'; the nearest are ", 'bit_jax/defaults.py'],
+    ["Unknown config field 'learning_rate'; the nearest are ", 'bit_jax/recipe/settings.py'],
   ),
   (['--config.crop=20', '--config.resize=18'], ['crop=20 is larger than resize=18']),
   (['--config.init={corrupt}'], ['cannot use init', 'corrupt.npz', 'npz']),

@@ -1,4 +1,4 @@
-"""The phase schema (bit_jax/settings.py) is the one declaration of every field: the config's
+"""The phase schema (bit_jax/recipe/settings.py) is the one declaration of every field: the config's
 defaults, `--dry_run`, phases.json, the resume comparison and README's field list all name the
 same fields, and each field's declared values are the ones the checks enforce."""
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bit_jax import defaults, fields, hyperrule, settings, steps
-from bit_jax.settings import PhaseSettings
+from bit_jax.recipe import defaults, fields, hyperrule, settings
+from bit_jax.recipe.settings import PhaseSettings
+from bit_jax.training import steps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
@@ -28,7 +29,7 @@ def test_config_defaults_are_the_schemas():
 def test_readme_field_list_is_the_schemas():
   readme = (ROOT / 'README.md').read_text()
   assert write_field_list.with_field_list(readme) == readme, (
-    'README.md\'s "Config fields" differ from bit_jax/settings.py: run '
+    'README.md\'s "Config fields" differ from bit_jax/recipe/settings.py: run '
     'python tools/write_field_list.py'
   )
   listed = {line.split('`')[1] for line in readme.splitlines() if line.startswith('| `')}

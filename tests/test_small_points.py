@@ -9,7 +9,8 @@ import io
 import numpy as np
 import pytest
 
-from bit_jax import metrics, predict, progress
+from bit_jax import predict
+from bit_jax.runtime import metrics, progress
 
 
 def test_the_rate_leaves_evaluation_time_out(monkeypatch):

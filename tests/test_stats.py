@@ -1,11 +1,12 @@
-"""bit_jax.stats.holm and the Holm column of a sweep's comparisons, against a hand computation
+"""bit_jax.studies.stats.holm and the Holm column of a sweep's comparisons, against a hand computation
 and statsmodels' multipletests (an independent implementation)."""
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bit_jax import report, stats
+from bit_jax import report
+from bit_jax.studies import stats
 
 
 def test_holm_matches_a_hand_computation():

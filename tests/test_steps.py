@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bit_jax import models, optim, steps
+from bit_jax import models
+from bit_jax.recipe import optim
+from bit_jax.training import steps
 
 
 def setup(freeze='', num_classes=3, batch=16, seed=0, dtype=jnp.float32):

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from test_train import TINY, wait_for_checkpoint
 
-from bit_jax.preemption import StopRequest
+from bit_jax.runtime.preemption import StopRequest
 
 
 def test_first_ctrl_c_requests_a_stop_and_a_second_aborts(capsys):

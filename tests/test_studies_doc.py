@@ -4,7 +4,7 @@ and every 'mean [low, high]' the page shows must be one the CSVs give.
 A headline table sits between `<!-- headline: <study> -->` and `<!-- /headline -->`; each row
 is `| key | value |`, the key saying what to recompute (`figure` below). Differences between
 runs that no comparison of the study makes (`paired a - b`) are recomputed with scipy from
-results.csv, independently of bit_jax.stats. A key ending in ` in directions/` is recomputed
+results.csv, independently of bit_jax.studies.stats. A key ending in ` in directions/` is recomputed
 from the study's `directions/` (a class-swap study's two directions, each training a row,
 where the study's own tables hold their means).
 """

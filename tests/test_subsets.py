@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_TFDS
 
-from bit_jax import subsets
+from bit_jax.data import subsets
 
 TFDS_DIR = SHARED_TFDS  # BIT_JAX_TEST_DATA, else ../shared/data/tfds
 

@@ -19,7 +19,9 @@ import pytest
 from conftest import REPO
 from test_train import tiny_config
 
-from bit_jax import models, pretrained, report, run, sweep
+from bit_jax import models, report, sweep
+from bit_jax.models import pretrained
+from bit_jax.training import run
 
 STUDIES = sorted((REPO / 'configs' / 'sweeps').glob('*.py'))
 
@@ -213,7 +215,7 @@ def test_full_scale_study_is_the_miniature_with_other_sizes(path):
 def test_summary_interval_is_students_t():
   from scipy import stats as scipy_stats
 
-  from bit_jax import stats
+  from bit_jax.studies import stats
 
   values = [0.52, 0.55, 0.49, 0.58, 0.51]
   got = stats.summary(values)
@@ -364,7 +366,8 @@ def test_two_shard_jobs_share_one_sweep_and_train_every_repeat_once(tmp_path):
 def test_every_miniature_starts_its_target_runs_from_a_zero_head(tmp_path, shared_tfds):
   """The published miniature numbers were once made with the upstream's classifier carried
   into the target runs; each study's target phases must start from a fresh zero head."""
-  from bit_jax import plan, weights
+  from bit_jax.recipe import plan
+  from bit_jax.training import weights
 
   model = models.ResNetV2(units=(1, 1, 1, 1), width=0.5, num_classes=5)
   params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
@@ -440,7 +443,7 @@ def test_ahmad_shin_protocol_keeps_the_lr_fixed_and_watches_validation_accuracy(
 
 
 def test_prasad_protocol_is_fixed_epochs_from_scratch_with_eq9():
-  from bit_jax import stepwise
+  from bit_jax.studies import stepwise
 
   config = load_study(REPO / 'configs' / 'sweeps' / 'stepwise_growth.py').get_config('paper')
   base, runs = config.base, _runs(config)
@@ -507,7 +510,7 @@ def test_li_scratch_arm_trains_with_the_upstream_recipe():
 def test_a_swapped_class_split_trains_both_directions_and_reports_their_mean(tmp_path):
   """Soekhoe's design end to end on digits: a source per half, SnT-2 on the other half from
   that source's weights (frozen and re-initialised as asked), the mean of both directions."""
-  from bit_jax import layers
+  from bit_jax.models import layers
 
   base = tiny_config(eval_every=0, checkpoint_every=0, keep_checkpoints=1, total_steps=2)
   stages = layers.layers(models.Architecture.from_name('R14x0.5'))

@@ -12,7 +12,8 @@ from conftest import REPO
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 from test_train import load_config
 
-from bit_jax import pretrained, run
+from bit_jax.models import pretrained
+from bit_jax.training import run
 
 
 @pytest.fixture(scope='module')

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from bit_jax import metric_names, pretrained, run, weights
-from bit_jax import plan as plan_lib
-from bit_jax.errors import ConfigError, RunError
+from bit_jax.models import pretrained
+from bit_jax.recipe import plan as plan_lib
+from bit_jax.runtime import metric_names
+from bit_jax.runtime.errors import ConfigError, RunError
+from bit_jax.training import run, weights
 
 TINY = REPO / 'tests' / 'configs' / 'tiny.py'
 
@@ -267,7 +269,7 @@ def test_upstream_recipe_path_sigmoid_multi_hot_inception_crop(tmp_path):
 
 
 def test_fewshot_probe_runs_during_training_and_compiles_once_per_phase(tmp_path, monkeypatch):
-  from bit_jax import linear_probe
+  from bit_jax.training import linear_probe
 
   traces = []
 
@@ -302,7 +304,7 @@ def test_bit_m_upstream_config_trains_on_multi_label_data_without_reading_labels
 ):
   import tfds_builders
 
-  from bit_jax import data_sources
+  from bit_jax.data import data_sources
 
   name = tfds_builders.prepare(tfds_builders.MultiLabelImages, tmp_path / 'tfds')
   label_passes = []

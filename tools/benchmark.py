@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmark_steps as benchmark  # noqa: E402  (tools/, beside this file)
 
-from bit_jax import data_sources, input_pipeline  # noqa: E402
+from bit_jax.data import data_sources, input_pipeline  # noqa: E402
 
 SHARED_TFDS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'tfds'
 

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bit_jax import models, optim, steps
-from bit_jax import ops as ops_lib
+from bit_jax import models
+from bit_jax.models import ops as ops_lib
+from bit_jax.recipe import optim
+from bit_jax.training import steps
 
 TIMM_NAMES = {
   'R50x1': 'resnetv2_50x1_bit',

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bit_jax import models, pretrained  # noqa: E402
+from bit_jax import models  # noqa: E402
+from bit_jax.models import pretrained  # noqa: E402
 
 FORMATS = pretrained.FORMATS
 

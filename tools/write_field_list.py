@@ -1,4 +1,4 @@
-"""Rewrites README.md's field list ("Config fields") from the schema, bit_jax/settings.py.
+"""Rewrites README.md's field list ("Config fields") from the schema, bit_jax/recipe/settings.py.
 
     python tools/write_field_list.py
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bit_jax import settings  # noqa: E402
+from bit_jax.recipe import settings  # noqa: E402
 
 START, END = '<!-- fields: written by tools/write_field_list.py -->', '<!-- /fields -->'
 

@@ -56,7 +56,7 @@ significant after the correction); the epochs run do not differ significantly.
 
 import math
 
-from bit_jax.study_configs import (
+from bit_jax.studies.study_configs import (
   mini_base,
   mini_upstream_run,
   study_args,

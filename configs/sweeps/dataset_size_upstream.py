@@ -51,8 +51,8 @@ Point by point against Li et al. 2022:
 
 import math
 
-from bit_jax import hyperrule
-from bit_jax.study_configs import (
+from bit_jax.recipe import hyperrule
+from bit_jax.studies.study_configs import (
   mini_base,
   mini_upstream_run,
   study_args,

@@ -30,7 +30,7 @@ Point by point against Soekhoe et al. 2016:
   scratch on one half; on the other half, at 500/400/300/200/100/50 images per class: *base*
   (from scratch), *FTall* (everything transferred and fine-tuned) and *SnT-n* (the first n
   layers transferred and frozen, the rest re-initialised with the scratch initialiser and
-  trained: `freeze` + `reinit` from `bit_jax.layers.transfer_first`); every run a fixed 10k
+  trained: `freeze` + `reinit` from `bit_jax.models.layers.transfer_first`); every run a fixed 10k
   iterations; every result the mean of the experiment and its swap (source <-> target, the
   sweep's `swap`; each direction under <workdir>/directions/);
 * cannot follow, ours instead: AlexNet's 8 layers -> BiT-R152x1, the ResNet-V2 of AlexNet's
@@ -58,8 +58,10 @@ condition differs from base significantly (p 0.072-0.42, Holm-adjusted 0.43-0.71
 target sizes are one, 25 per class, so the miniature has no how-small answer.
 """
 
-from bit_jax import class_split, layers, models
-from bit_jax.study_configs import (
+from bit_jax import models
+from bit_jax.models import layers
+from bit_jax.studies import class_split
+from bit_jax.studies.study_configs import (
   mini_base,
   mini_upstream_run,
   study_args,

@@ -7,7 +7,7 @@ the paper's: the batch is b in phase A, then 2b, 3b, 4b in B, C, D and b again i
 learning rate is λ/b on the mean loss in the first and last phase and (λ/10)/(n·b) in
 between, n being the phase's batch multiple (`prasad_learning_rate`; eq. 9 as written, with
 n the number of subsets and λ carried from phase to phase, is `:paper`'s, see
-bit_jax/stepwise.py). The baseline trains on O with batch b and lr λ/b. Every
+bit_jax/studies/stepwise.py). The baseline trains on O with batch b and lr λ/b. Every
 phase, and the baseline, stops early when the validation loss (10% of each class, held out
 of all subsets) stops improving, so compute is measured, not assumed: results.csv's
 `examples_seen` and `compute_epochs` (examples processed / M, M = |O|) are the check of the
@@ -41,7 +41,7 @@ Point by point against Prasad et al.:
   SGD momentum 0.9, weight decay 1e-4; λ = 0.001; CIFAR-100 at 224 px; top-1 and top-5;
   fixed lengths, no early stopping, so the claimed cost (60 epochs of data against 100) is
   what runs and `compute_epochs` checks it;
-* eq. 9 as written (bit_jax/stepwise.py says how it was read: n = 5 subsets, λ carried to
+* eq. 9 as written (bit_jax/studies/stepwise.py says how it was read: n = 5 subsets, λ carried to
   the next phase, λ′ times summed gradients): the rates fall 10·n·b-fold a phase, so C, D
   and O hardly train; the baseline trains with phase A's rate (λ·b on our mean loss);
 * cannot follow, ours instead: the network (not restated here; BiT's R50x1 from scratch),
@@ -59,9 +59,9 @@ the claimed 60 epochs of data against 100, but at eq. 9's rates B..O hardly lear
 1.0 for both: three classes).
 """
 
-from bit_jax import stepwise
-from bit_jax.defaults import base_config
-from bit_jax.study_configs import (
+from bit_jax.recipe.defaults import base_config
+from bit_jax.studies import stepwise
+from bit_jax.studies.study_configs import (
   SHARED_TFDS,
   mini_base,
   mini_upstream_run,

@@ -3,7 +3,7 @@
 python -m bit_jax.train --config=tests/configs/tiny.py --workdir=/tmp/tiny
 """
 
-from bit_jax.defaults import base_config
+from bit_jax.recipe.defaults import base_config
 
 
 def get_config(arg=''):
