@@ -39,6 +39,10 @@ thin line per seed), `runs` (the names
 to plot; default all) and `compare`. Non-numeric x values are categories.
 """
 
+# isort: off
+import bit_jax.quiet_tensorflow  # noqa: F401  (first: TensorFlow logs C++ lines on import)
+# isort: on
+
 import argparse
 import importlib.util
 import io

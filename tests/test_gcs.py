@@ -112,7 +112,7 @@ def test_a_run_on_gcs_stops_resumes_and_ends_like_one_on_disk(gcs, tmp_path):
     [
       sys.executable,
       '-c',
-      'import json, bit_jax, numpy as np; from bit_jax import pretrained\n'
+      'import json, bit_jax, numpy as np; from bit_jax.models import pretrained\n'
       f'm, p = bit_jax.load_pretrained("{workdir}/final.npz")\n'
       f'names = pretrained.read_metadata("{workdir}/final.npz")["class_names"]\n'
       'print(json.dumps([m.num_classes, names, '

@@ -20,7 +20,7 @@ from PIL import Image
 from test_train import tiny_config
 
 from bit_jax import export, predict
-from bit_jax.data import data_sources
+from bit_jax.data import data_sources, subsets
 from bit_jax.serving import fine_tuned
 from bit_jax.training import linear_probe, run
 
@@ -115,7 +115,7 @@ def test_features_to_disk_feed_the_fewshot_probe(trained, tmp_path):
     for name, s in (('train', source), ('test', test_source))
   }
   for k in (1, 5):
-    rows = __import__('bit_jax').subsets.per_class(features['train'][2], k, 0)
+    rows = subsets.per_class(features['train'][2], k, 0)
     fit = linear_probe.fit_ridge(
       features['train'][1][rows].astype(np.float64), features['train'][2][rows], 3
     )

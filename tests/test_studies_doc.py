@@ -186,6 +186,7 @@ def test_every_interval_on_the_page_is_one_the_csvs_give():
   'directory, config',
   [
     ('dataset_size_upstream', 'dataset_size_upstream.py:mini'),
+    ('dataset_size_upstream_paper', 'dataset_size_upstream.py:paper,mini'),
     ('frozen_layers_paper', 'frozen_layers.py:paper,mini'),
     ('batch_size_paper', 'batch_size.py:paper,mini'),
     ('stepwise_growth_paper', 'stepwise_growth.py:paper,mini'),
