@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from conftest import REPO
+from test_settings import field_rows
 
 from bit_jax.models import pretrained
 from bit_jax.recipe import plan as plan_lib
@@ -359,6 +360,8 @@ def test_cli_dry_run_prints_the_plan_and_a_mistake_is_one_message(tmp_path):
   lines = dry.stdout.splitlines()
   assert lines[0].split()[:3] == ['phase', 'data', 'examples']
   assert lines[1].startswith('a ') and ', 5/class' in lines[2] and 'keep' in lines[2]
+  fields = field_rows(dry.stdout, ['a', 'b'])  # every field of the schema, as resolved
+  assert fields['shots'] == ['None', '5'] and fields['init'] == ["'scratch'", "'previous'"]
   assert not (tmp_path / 'dry').exists()
   wrong = cli(tmp_path / 'wrong', '--config.freeze=blok1')
   assert wrong.returncode == 2
