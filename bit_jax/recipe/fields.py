@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 
 import ml_collections
 
-from bit_jax.recipe import defaults, settings
+from bit_jax.recipe import settings
 from bit_jax.recipe.settings import PhaseSettings
 from bit_jax.runtime.errors import ConfigError
 
@@ -78,7 +78,7 @@ def check_reach(
   the top reaches the first phase only; later ones start from the previous phase.)"""
   if len(overrides) == 1 and not overrides[0]:
     return
-  default = defaults.base_config().to_dict()
+  default = {f.name: f.default for f in settings.FIELDS}
   problems = []
   for field in sorted(set(base) - {'phases'}):
     reachable = overrides[:1] if field == 'init' else overrides
