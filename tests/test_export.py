@@ -9,13 +9,11 @@ huggingface_hub calls, recorded offline.
 
 import json
 import socket
-import subprocess
-import sys
 
+import in_process
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
 from test_predict import CLASSES, write_digits_folder
 from test_train import tiny_config
 
@@ -49,9 +47,8 @@ def trained(tmp_path_factory):
 
 
 def cli(module, *flags):
-  return subprocess.run(
-    [sys.executable, '-m', module, *flags], cwd=REPO, capture_output=True, text=True, timeout=600
-  )
+  """`python -m <module> *flags`, run in this process (tests/in_process.py)."""
+  return in_process.run(module.removeprefix('bit_jax.'), *flags)
 
 
 def bit_jax_logits(spec, images):

@@ -8,15 +8,10 @@ import subprocess
 import sys
 import tomllib
 
+import in_process
 from conftest import REPO
 
-NO_DEMO = """
-import sys
-from absl import app
-from bit_jax import command_line, train
-train.DEMO_CONFIG = '/nonexistent/configs/demo.py'  # a wheel installed without its configs
-app.run(command_line.one_line_errors(train.main), argv=['train', '--workdir=' + sys.argv[1]], flags_parser=command_line.parse_flags)
-"""
+from bit_jax import train
 
 
 def test_every_config_ships_inside_the_package():
@@ -27,10 +22,9 @@ def test_every_config_ships_inside_the_package():
   assert wanted <= set(setuptools['packages']), wanted - set(setuptools['packages'])
 
 
-def test_no_config_and_no_demo_is_one_clear_error(tmp_path):
-  done = subprocess.run(
-    [sys.executable, '-c', NO_DEMO, str(tmp_path)], cwd=REPO, capture_output=True, text=True
-  )
+def test_no_config_and_no_demo_is_one_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(train, 'DEMO_CONFIG', '/nonexistent/configs/demo.py')  # a wheel without
+  done = in_process.run('train', f'--workdir={tmp_path}')  # its configs, and no --config
   assert done.returncode == 2, done.stderr[-2000:]
   assert 'ERROR: No --config given and the demo config is not installed' in done.stderr
   assert 'Pass --config=' in done.stderr and not (tmp_path / 'phases.json').exists()

@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import sys
 
+import in_process
 import numpy as np
 import pytest
-from conftest import REPO
 from PIL import Image
 from test_train import tiny_config
 
@@ -53,9 +53,8 @@ def trained(tmp_path_factory):
 
 
 def cli(module, *flags):
-  return subprocess.run(
-    [sys.executable, '-m', module, *flags], cwd=REPO, capture_output=True, text=True, timeout=600
-  )
+  """`python -m <module> *flags`, run in this process (tests/in_process.py)."""
+  return in_process.run(module.removeprefix('bit_jax.'), *flags)
 
 
 def test_predict_on_the_test_split_matches_the_runs_evaluation_with_class_names(trained, tmp_path):

@@ -5,7 +5,6 @@ resumes after a failed save), the exit codes of errors.py, and the absence of a 
 what the command line prints.
 """
 
-import concurrent.futures
 import json
 import re
 import signal
@@ -13,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import in_process
 import numpy as np
 import pytest
 from conftest import REPO, TEST_DATA
@@ -205,14 +205,19 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
   assert 'stale' in lock.WorkdirLock(path).acquire()
 
 
-def cli(*flags, workdir, config=TINY, module='bit_jax.train', timeout=300):
+def cli(*flags, workdir, config=TINY, timeout=300):
   return subprocess.run(
-    [sys.executable, '-m', module, f'--config={config}', f'--workdir={workdir}', *flags],
+    [sys.executable, '-m', 'bit_jax.train', f'--config={config}', f'--workdir={workdir}', *flags],
     cwd=REPO,
     capture_output=True,
     text=True,
     timeout=timeout,
   )
+
+
+def train(*flags, workdir, config=TINY):
+  """`python -m bit_jax.train` run in this process (tests/in_process.py)."""
+  return in_process.run('train', f'--config={config}', f'--workdir={workdir}', *flags)
 
 
 def test_two_processes_on_one_workdir_exactly_one_trains(tmp_path):
@@ -305,13 +310,11 @@ CONFIG_MISTAKES = [  # flags, words the one-line message must hold
 def test_config_mistakes_are_one_line_with_exit_code_2(tmp_path):
   paths = {'tmp': tmp_path, 'corrupt': corrupt_init(tmp_path), 'wrong_root': wrong_root(tmp_path)}
 
-  def attempt(case):
-    index, (flags, _) = case
-    return cli(*(f.format(**paths) for f in flags), workdir=tmp_path / f'w{index}', timeout=120)
-
   started = time.time()
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    done = list(pool.map(attempt, enumerate(CONFIG_MISTAKES)))
+  done = [
+    train(*(f.format(**paths) for f in flags), workdir=tmp_path / f'w{index}')
+    for index, (flags, _) in enumerate(CONFIG_MISTAKES)
+  ]
   for index, ((flags, words), result) in enumerate(zip(CONFIG_MISTAKES, done)):
     printed = result.stdout + result.stderr
     workdir = tmp_path / f'w{index}'
@@ -327,7 +330,7 @@ def test_config_mistakes_are_one_line_with_exit_code_2(tmp_path):
 def test_an_unwritable_workdir_is_refused_before_any_work(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('')
-  result = cli(workdir=blocker / 'run')
+  result = train(workdir=blocker / 'run')
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert 'ERROR: Cannot write to workdir' in result.stderr
 
@@ -362,8 +365,7 @@ def test_cli_refuses_a_top_level_override_that_phases_set_and_takes_a_per_phase_
     ('--config.lr=0.1', '--config.total_steps=50', '--dry_run'),
     ('--phase=transfer.lr=0.1', '--phase=upstream.total_steps=50', '--dry_run'),
   ]
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    refused, applied = pool.map(lambda f: cli(*f, workdir=tmp_path, config=demo), commands)
+  refused, applied = (train(*f, workdir=tmp_path, config=demo) for f in commands)
   assert refused.returncode == 2 and 'Traceback' not in refused.stderr, refused.stderr[-2000:]
   [line] = [x for x in refused.stderr.splitlines() if x.startswith('ERROR:')]
   assert '--config.lr=0.1 does not reach phases upstream (0.05), transfer' in line
