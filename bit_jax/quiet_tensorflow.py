@@ -1,4 +1,5 @@
-"""Imported first by every command line: loads TensorFlow with its C++ start-up logs muted.
+"""Imported first by every command line: loads TensorFlow with its C++ start-up logs muted,
+and without the Keras import it does not need.
 
 TensorFlow (tf.data, TFDS) logs through abseil before anything has initialised abseil's
 logging, and abseil then writes every message to stderr whatever TF_CPP_MIN_LOG_LEVEL says:
@@ -7,7 +8,14 @@ logging, and abseil then writes every message to stderr whatever TF_CPP_MIN_LOG_
 Those lines would stand in front of every command's output and of its one-line `ERROR:`.
 They are written to file descriptor 2 by C++ during the import, so the import runs with that
 descriptor pointed at /dev/null; Python-level errors of the import still raise normally and
-print after it is restored. Research code that imports bit_jax is not affected.
+print after it is restored.
+
+TensorFlow's import also imports Keras 3 (about 2 s of CPU, a quarter of a command's start),
+only so that Keras' optimizers are registered for loading Keras SavedModels; no command loads
+one. While TensorFlow imports, `keras` is made unimportable, which TensorFlow tolerates (it
+catches the ImportError); afterwards `import keras` and `tf.keras` work as usual.
+
+Research code that imports bit_jax is not affected by either.
 """
 
 import contextlib
@@ -36,5 +44,18 @@ def native_stderr_muted():
     os.close(devnull)
 
 
-with native_stderr_muted():
+@contextlib.contextmanager
+def keras_unimportable():
+  """`import keras` raises ImportError inside the block, unless Keras is already loaded."""
+  loaded = 'keras' in sys.modules
+  if not loaded:
+    sys.modules['keras'] = None  # the import system's "not importable" marker
+  try:
+    yield
+  finally:
+    if not loaded and sys.modules.get('keras', ...) is None:
+      del sys.modules['keras']
+
+
+with native_stderr_muted(), keras_unimportable():
   import tensorflow  # noqa: F401  (the import is the point: later imports find it loaded)

@@ -65,6 +65,15 @@ def test_no_command_line_prints_a_native_log_line_before_its_error():
     assert 'no_such_flag' in first, (name, err)
 
 
+def test_keras_imports_as_usual_after_tensorflow_was_imported_without_it():
+  # conftest imports bit_jax.quiet_tensorflow first, as every command does.
+  import keras
+  import tensorflow as tf
+
+  assert tf.keras.layers.Dense is keras.layers.Dense
+  assert sys.modules['keras'] is keras
+
+
 @pytest.mark.parametrize(
   'error, code, line',
   [
