@@ -6,7 +6,14 @@ import sys
 import tempfile
 
 # Must be set before jax initialises its backend; single-device code is unaffected.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# The suite's programs are small and most are compiled once and run a few steps, so compiling
+# is most of its CPU time: LLVM at optimisation level 1 instead of XLA's default halves that
+# and runs these programs as fast. Float semantics are the same at every level (XLA turns on
+# no fast-math), so every numerical check means what it does at the default; the benchmarks
+# (tools/benchmark.py) keep XLA's defaults.
+os.environ.setdefault(
+  'XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=1'
+)
 # Many tests train the same tiny model: a compilation cache shared by the session (and the
 # command lines it starts, which inherit the environment) compiles each program once.
 # pytest-xdist's workers share one cache: they run the same few programs.
@@ -20,6 +27,9 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # noqa: E402
+
+# TensorFlow as every command imports it (tests/in_process.py runs commands in this process).
+import bit_jax.quiet_tensorflow  # noqa: E402, F401
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'tools'))  # timm_oracle, benchmark_steps: tools, not the package

@@ -4,6 +4,7 @@ import importlib.util
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from conftest import REPO, TEST_DATA
@@ -62,7 +63,7 @@ def test_orbax_dir_holds_flax_params_and_architecture(tmp_path):
   assert stored == arch
   model, _ = pretrained.load_pretrained(CHECKPOINT)
   golden = np.load(GOLDEN)
-  logits = model.apply(variables, golden['images'])
+  logits = jax.jit(model.apply)(variables, golden['images'])
   np.testing.assert_allclose(logits, golden['logits'], atol=1e-4)
 
 
@@ -85,7 +86,7 @@ def test_pth_loads_into_timm_strictly_with_the_same_logits(tmp_path):
   with torch.no_grad():
     timm_logits = small.eval()(torch.from_numpy(golden['images']).permute(0, 3, 1, 2)).numpy()
   model, params = pretrained.load_pretrained(CHECKPOINT)
-  jax_logits = np.asarray(model.apply({'params': params}, golden['images']))
+  jax_logits = np.asarray(jax.jit(model.apply)({'params': params}, golden['images']))
   np.testing.assert_allclose(timm_logits, jax_logits, atol=1e-4)
   np.testing.assert_allclose(timm_logits, golden['logits'], atol=1e-4)
 
@@ -152,5 +153,5 @@ def test_load_pretrained_reads_converted_checkpoints(tmp_path, target):
   golden = np.load(TEST_DATA / 'golden_bit_small.npz')
   model, params = pretrained.load_pretrained(tmp_path / target)
   np.testing.assert_allclose(
-    model.apply({'params': params}, golden['images']), golden['logits'], atol=1e-4
+    jax.jit(model.apply)({'params': params}, golden['images']), golden['logits'], atol=1e-4
   )

@@ -10,6 +10,7 @@ import importlib.util
 import socket
 
 import huggingface_hub.constants  # reads HF_* now, before the tests set them
+import jax
 import numpy as np
 import pytest
 from conftest import REPO, TEST_DATA
@@ -56,7 +57,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 def logits(name_or_path):
   model, params = pretrained.load_pretrained(name_or_path)
-  return np.asarray(model.apply({'params': params}, np.load(GOLDEN)['images']))
+  return np.asarray(jax.jit(model.apply)({'params': params}, np.load(GOLDEN)['images']))
 
 
 def test_hub_and_safetensors_give_the_npz_logits(hub_cache):

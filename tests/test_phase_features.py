@@ -5,6 +5,7 @@ definition, augmentation off against the eval images, and the class swap's halve
 by hand."""
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -54,7 +55,7 @@ def test_reinit_draws_the_selected_params_from_a_fresh_init_and_loads_the_rest(t
   snt = layers.transfer_first(2, layers.layers(source.architecture))  # root + stage 1 kept
   [phase] = plan.resolve(tiny(init=str(checkpoint), seed=7, **snt)).phases
   params = traverse_util.flatten_dict(weights.initial_params(phase, None), sep='/')
-  fresh = phase.model().init(jax.random.PRNGKey(7), jnp.zeros((1, 16, 16, 3)))['params']
+  fresh = jax.jit(phase.model().init)(jax.random.PRNGKey(7), jnp.zeros((1, 16, 16, 3)))['params']
   fresh, loaded = (traverse_util.flatten_dict(t, sep='/') for t in (fresh, trained))
   kept = [p for p in params if p.startswith(('root_block/', 'block1/'))]
   assert len(kept) > 5 and snt['freeze'] == '^root_block/|^block1/'
@@ -169,13 +170,17 @@ def test_dropout_before_the_head_is_its_definition_and_off_at_eval():
   model = models.create_model('R14x0.5', None)
   dropped = models.Architecture.from_name('R14x0.5').model(1024, dropout=0.5)
   images = jax.random.uniform(jax.random.PRNGKey(0), (8, 16, 16, 3), minval=-1, maxval=1)
-  params = dropped.init(jax.random.PRNGKey(1), images)['params']
+  # Jitted: op by op, each of the model's few hundred operations would compile on its own.
+  params = jax.jit(dropped.init)(jax.random.PRNGKey(1), images)['params']
   # An identity head (1024 features -> 1024 "classes"): the logits are the dropped features.
   params['head'] = {'kernel': jnp.eye(1024), 'bias': jnp.zeros(1024)}
-  features = model.apply({'params': {k: v for k, v in params.items() if k != 'head'}}, images)
-  np.testing.assert_allclose(dropped.apply({'params': params}, images), features, atol=1e-6)
-  train = dropped.apply(
-    {'params': params}, images, train=True, rngs={'dropout': jax.random.PRNGKey(2)}
+  features = jax.jit(model.apply)(
+    {'params': {k: v for k, v in params.items() if k != 'head'}}, images
+  )
+  evaluated = jax.jit(dropped.apply)({'params': params}, images)
+  np.testing.assert_allclose(evaluated, features, atol=1e-6)
+  train = jax.jit(functools.partial(dropped.apply, train=True))(
+    {'params': params}, images, rngs={'dropout': jax.random.PRNGKey(2)}
   )
   train, features = np.asarray(train), np.asarray(features)
   zero, live = train == 0, features != 0  # ReLU leaves some features 0 before any dropout

@@ -2,6 +2,7 @@
 
 import urllib.error
 
+import jax
 import numpy as np
 import pytest
 from conftest import TEST_DATA
@@ -21,7 +22,8 @@ def official_arrays():
 def test_logits_match_timm():
   model, params = pretrained.load_pretrained(CHECKPOINT)
   golden = np.load(GOLDEN)
-  logits, out = model.apply({'params': params}, golden['images'], return_intermediates=True)
+  apply = jax.jit(model.apply, static_argnames='return_intermediates')  # op by op: ~300 compiles
+  logits, out = apply({'params': params}, golden['images'], return_intermediates=True)
   assert logits.shape == golden['logits'].shape == (3, 10)
   assert np.abs(np.asarray(logits) - golden['logits']).max() <= 1e-4
   assert np.abs(np.asarray(out['pre_logits']) - golden['pre_logits']).max() <= 1e-4
@@ -31,7 +33,9 @@ def test_head_policy():
   golden = np.load(GOLDEN)
   x = golden['images'][:1]
   model, params = pretrained.load_pretrained(CHECKPOINT)  # its own head
-  np.testing.assert_allclose(model.apply({'params': params}, x), golden['logits'][:1], atol=1e-4)
+  np.testing.assert_allclose(
+    jax.jit(model.apply)({'params': params}, x), golden['logits'][:1], atol=1e-4
+  )
   # A 10-class task from a 10-class checkpoint still gets a fresh zero head (BiT fine-tuning
   # re-initialises it for every new task) unless the caller asks to keep it.
   model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=10)
@@ -39,16 +43,18 @@ def test_head_policy():
   np.testing.assert_array_equal(params['head']['kernel'], 0)
   np.testing.assert_array_equal(params['head']['bias'], 0)
   model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=10, keep_head=True)
-  np.testing.assert_allclose(model.apply({'params': params}, x), golden['logits'][:1], atol=1e-4)
+  np.testing.assert_allclose(
+    jax.jit(model.apply)({'params': params}, x), golden['logits'][:1], atol=1e-4
+  )
   with pytest.raises(pretrained.CheckpointMismatchError, match='keeping its head'):
     pretrained.load_pretrained(CHECKPOINT, num_classes=5, keep_head=True)
   model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=5)  # new zero head
-  assert model.apply({'params': params}, x).shape == (1, 5)
+  assert jax.jit(model.apply)({'params': params}, x).shape == (1, 5)
   np.testing.assert_array_equal(params['head']['kernel'], 0)
   model, params = pretrained.load_pretrained(CHECKPOINT, num_classes=0)  # features only
   assert 'head' not in params
   np.testing.assert_allclose(
-    model.apply({'params': params}, x), golden['pre_logits'][:1], atol=1e-4
+    jax.jit(model.apply)({'params': params}, x), golden['pre_logits'][:1], atol=1e-4
   )
 
 
