@@ -53,8 +53,8 @@ def keras_unimportable():
   try:
     yield
   finally:
-    if not loaded and sys.modules.get('keras', ...) is None:
-      del sys.modules['keras']
+    if not loaded:
+      sys.modules.pop('keras', None)
 
 
 with native_stderr_muted(), keras_unimportable():
