@@ -29,18 +29,21 @@ def native_stderr_muted():
   Python's `sys.stderr` keeps writing where it did: a warning, or the message of a stop
   requested during the import (train.py's start-up handler), still reaches the user."""
   sys.stderr.flush()
-  saved = os.dup(2)
+  # The copy of the real stderr stays open for the life of the process: what the import keeps
+  # of `sys.stderr` (absl's log handler keeps the stream it was created with) must go on
+  # writing to the real stderr, not into whatever file later reuses a closed descriptor's
+  # number (a run's metrics.jsonl, say).
+  real_stderr = os.dup(2)
   devnull = os.open(os.devnull, os.O_WRONLY)
   python_stderr = sys.stderr
   try:
-    sys.stderr = os.fdopen(saved, 'w', buffering=1, closefd=False)
+    sys.stderr = os.fdopen(real_stderr, 'w', buffering=1, closefd=False)
     os.dup2(devnull, 2)
     yield
   finally:
     sys.stderr.flush()
-    os.dup2(saved, 2)
+    os.dup2(real_stderr, 2)
     sys.stderr = python_stderr
-    os.close(saved)
     os.close(devnull)
 
 

@@ -65,6 +65,26 @@ def test_no_command_line_prints_a_native_log_line_before_its_error():
     assert 'no_such_flag' in first, (name, err)
 
 
+def test_a_log_line_after_the_muted_import_reaches_stderr_and_no_file(tmp_path):
+  """absl's log handler keeps the `sys.stderr` it was created with, during the muted import:
+  its lines (orbax's warnings, say) must reach the real stderr, not the file that opens next."""
+  victim = tmp_path / 'metrics.jsonl'
+  script = (
+    'import bit_jax.quiet_tensorflow\n'
+    'from absl import app, logging\n'
+    'def main(argv):\n'
+    f'  with open({str(victim)!r}, "w") as f:\n'
+    '    logging.warning("a warning while a file is open")\n'
+    'app.run(main)\n'
+  )
+  done = subprocess.run(
+    [sys.executable, '-c', script], capture_output=True, text=True, cwd=REPO, timeout=300
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert victim.read_text() == ''
+  assert 'a warning while a file is open' in done.stderr
+
+
 def test_keras_imports_as_usual_after_tensorflow_was_imported_without_it():
   # conftest imports bit_jax.quiet_tensorflow first, as every command does.
   import keras
