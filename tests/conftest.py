@@ -1,4 +1,4 @@
-"""Shared test setup: 8 virtual CPU devices for the data-parallel tests, paths to test data."""
+"""Shared test setup: 2 virtual CPU devices for the data-parallel tests, paths to test data."""
 
 import os
 import pathlib
@@ -6,13 +6,17 @@ import sys
 import tempfile
 
 # Must be set before jax initialises its backend; single-device code is unaffected.
+# Two devices take every data-parallel path (a sharded batch, the gradient all-reduce, data
+# shards); on the 2 CPU cores CI has, each device more than the cores costs every training
+# step thread hand-offs (a tiny run's steps: 3x the CPU time at 8 devices). A test that needs
+# eight runs itself again in a process that has them (tests/on_devices.py).
 # The suite's programs are small and most are compiled once and run a few steps, so compiling
 # is most of its CPU time: LLVM at optimisation level 1 instead of XLA's default halves that
 # and runs these programs as fast. Float semantics are the same at every level (XLA turns on
 # no fast-math), so every numerical check means what it does at the default; the benchmarks
 # (tools/benchmark.py) keep XLA's defaults.
 os.environ.setdefault(
-  'XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=1'
+  'XLA_FLAGS', '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1'
 )
 # Many tests train the same tiny model: a compilation cache shared by the session (and the
 # command lines it starts, which inherit the environment) compiles each program once.

@@ -174,7 +174,7 @@ def test_every_phase_is_checked_before_the_first_trains(tmp_path):
     ({'name': 'late', 'freeze': 'blok1'}, "Phase late: freeze='blok1' matches no parameter"),
     ({'name': 'late', 'init': 'scratch', 'model': 'R51x1'}, 'Phase late: Unknown model'),
     ({'name': 'late', 'lr': -1.0}, r'Phase late: lr=-1.0 \(expected a number in \(0, inf\)'),
-    ({'name': 'late', 'batch_size': 20}, 'Phase late: batch_size=20 does not divide'),
+    ({'name': 'late', 'batch_size': 13}, 'Phase late: batch_size=13 does not divide'),
     ({'name': 'late', 'init': str(tmp_path / 'missing.npz')}, 'Phase late: cannot use init'),
   ]:
     workdir = tmp_path / late_mistake.get('init', 'x').replace('/', '_')[-20:]
