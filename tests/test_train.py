@@ -183,8 +183,9 @@ def test_two_processes_match_one_process(tmp_path):
     for i in range(2)
   ]
   try:
-    # The reference, meanwhile: one process (this one, with conftest's devices) reading both data shards
-    # as the two processes do. Device counts change only the order of float32 reductions.
+    # The reference, meanwhile: one process (this one, with conftest's devices) reading both
+    # data shards as the two processes do. Device counts change only the order of float32
+    # reductions.
     run.run(tiny_config(data_shards=2, lr=0.005, batch_size=16), tmp_path / 'one')
     outputs = [p.communicate(timeout=300)[0] for p in procs]
   finally:
