@@ -34,6 +34,24 @@ def test_fit_is_at_least_as_good_as_curve_fit_and_recovers_an_exact_curve():
   assert c == 0 and curve([25, 250], a, b, c) == pytest.approx([0.47, 0.44], rel=1e-9)
 
 
+def test_an_ulp_in_the_accuracies_moves_the_fit_by_ulps_not_by_sqrt_eps():
+  # Two CPUs' exp and log may differ in the last bit, which is all that separates a study's
+  # tables rebuilt on two machines. A fit that ranks nearly equal sums of squares places b only
+  # to ~sqrt(eps) ~ 1e-8 (the golden-section search did: 3.6e-8 here); one that follows the
+  # slope's sign stays within a few hundred ulps (1.8e-14 here). 1e-10 lies between the two.
+  rng = np.random.default_rng(0)
+  errors = curve(K, 0.45, 0.5, 0.4) + rng.normal(0, 0.02, (2000, len(K)))
+  nudged = errors * (1 + 2 * np.finfo(np.float64).eps * rng.choice([-1, 1], errors.shape))
+  ours, theirs = lc.fit(K, errors), lc.fit(K, nudged)
+  curved = ours[:, 0] > 0  # a = 0 is flat in b: any b is the same curve
+  assert curved.mean() > 0.9
+  assert ours[curved] == pytest.approx(theirs[curved], rel=1e-10)
+  target = ours[curved, 2] + 0.02
+  assert lc.k_reaching(ours[curved], target) == pytest.approx(
+    lc.k_reaching(theirs[curved], target), rel=1e-10
+  )
+
+
 def test_k_reaching_inverts_the_curve():
   params = np.array([[0.45, 0.5, 0.4], [0.3, 0.2, 0.5]])
   k = lc.k_reaching(params, np.array([0.43, 0.6]))
