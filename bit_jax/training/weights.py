@@ -2,6 +2,8 @@
 one head rule the plan resolved (`head`: 'reset' gives a fresh zero head, 'keep' keeps it),
 and the parameters `reinit` selects drawn afresh by the scratch initialiser."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
@@ -17,9 +19,16 @@ def _zero_head(model) -> dict:
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), models.param_shapes(model)['head'])
 
 
+# One jitted init per (model, crop) in a process: a sweep's scratch runs and a phase's `reinit`
+# reuse its trace instead of tracing the model's init again (a second or more each).
+@functools.partial(jax.jit, static_argnames=('model', 'crop'))
+def _scratch_init(model, key, crop: int) -> dict:
+  return model.init(key, jnp.zeros((1, crop, crop, 3)))['params']
+
+
 def scratch_params(model, seed: int, crop: int) -> dict:
   """The scratch initialiser: what `init='scratch'` trains from with this `seed`."""
-  return jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, crop, crop, 3)))['params']
+  return _scratch_init(model, jax.random.PRNGKey(seed), crop)
 
 
 def reinitialised(params: dict, fresh: dict, regex: str) -> dict:
