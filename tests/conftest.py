@@ -5,6 +5,14 @@ import pathlib
 import sys
 import tempfile
 
+# jax sets TF_CPP_MIN_LOG_LEVEL=1 in os.environ when it is imported and the variable is unset,
+# and every process the tests start inherits that: TensorFlow's INFO lines (all that some
+# machines' TensorFlow prints on import) would be hidden from the checks that a command prints
+# no C++ log line, which must see what a user's shell gives (`user_environment`). Recorded
+# before anything imports jax, once: pytest-xdist's workers inherit it from the controller,
+# whose conftest has imported jax by the time it starts them.
+os.environ.setdefault('BIT_JAX_TESTS_TF_LOG_LEVEL', os.environ.get('TF_CPP_MIN_LOG_LEVEL', 'unset'))
+
 # Must be set before jax initialises its backend; single-device code is unaffected.
 # Two devices take every data-parallel path (a sharded batch, the gradient all-reduce, data
 # shards); on the 2 CPU cores CI has, each device more than the cores costs every training
@@ -44,6 +52,17 @@ TEST_DATA = REPO / 'tests' / 'data'
 SHARED_TFDS = pathlib.Path(
   os.environ.get('BIT_JAX_TEST_DATA') or REPO.parent / 'shared' / 'data' / 'tfds'
 )
+
+
+def user_environment(**extra) -> dict:
+  """os.environ with `extra`, and TensorFlow's log level as the shell that ran pytest had it."""
+  env = {**os.environ, **extra}
+  level = os.environ['BIT_JAX_TESTS_TF_LOG_LEVEL']
+  if level == 'unset':
+    env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+  else:
+    env['TF_CPP_MIN_LOG_LEVEL'] = level
+  return env
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ its pre-initialisation banner, which this machine's TensorFlow prints on import 
 command line mutes it (bit_jax/quiet_tensorflow.py).
 """
 
-import os
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, user_environment
 
 from bit_jax import command_line
 from bit_jax.runtime.errors import ConfigError, RunError, Stopped
@@ -37,14 +36,18 @@ def test_the_oracle_recognises_the_lines_it_must_catch():
 def test_tensorflow_alone_prints_them_here_or_the_check_below_proves_nothing():
   """Where this TensorFlow is quiet on its own the test below cannot fail: say so."""
   plain = subprocess.run(
-    [sys.executable, '-c', 'import tensorflow'], capture_output=True, text=True, timeout=300
+    [sys.executable, '-c', 'import tensorflow'],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=user_environment(),
   )
   if not _native_log_lines(plain.stderr):
     pytest.skip('this TensorFlow prints no C++ log line on import here')
 
 
 def test_no_command_line_prints_a_native_log_line_before_its_error():
-  env = dict(os.environ, PYTHONPATH=str(REPO))
+  env = user_environment(PYTHONPATH=str(REPO))
   runs = {
     name: subprocess.Popen(
       [sys.executable, '-m', f'bit_jax.{name}', '--no_such_flag'],

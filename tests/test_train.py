@@ -16,7 +16,7 @@ import time
 import in_process
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, user_environment
 from test_settings import field_rows
 
 from bit_jax.models import pretrained
@@ -353,6 +353,7 @@ def cli(workdir, *flags, timeout=300):
     capture_output=True,
     text=True,
     timeout=timeout,
+    env=user_environment(),
   )
 
 
