@@ -14,6 +14,14 @@ class DataParallel:
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self.sharded = NamedSharding(self.mesh, PartitionSpec('data'))
 
+  # Equal meshes are one DataParallel, so programs jitted for one are reused by another
+  # (bit_jax/training/programs.py keys its caches on it).
+  def __eq__(self, other):
+    return isinstance(other, DataParallel) and self.mesh == other.mesh
+
+  def __hash__(self):
+    return hash(self.mesh)
+
   def global_batch(self, local_batch: dict) -> dict:
     """This process's numpy batch -> global arrays sharded over the mesh ('id' stays here)."""
     return {

@@ -15,7 +15,7 @@ from bit_jax.data import data_sources, input_pipeline
 from bit_jax.recipe.plan import Phase
 from bit_jax.runtime import metric_names
 from bit_jax.runtime.parallel import DataParallel
-from bit_jax.training import linear_probe, steps
+from bit_jax.training import linear_probe, programs
 
 
 class Classification:
@@ -29,7 +29,7 @@ class Classification:
       ids=ids,
       multi_hot=s.loss == 'sigmoid',
     )
-    self.step = parallel.jit_eval_step(steps.make_eval_step(phase.model(), loss=s.loss))
+    self.step = programs.eval_step(phase.model(), parallel, loss=s.loss)
 
   def __call__(self, params) -> dict[str, float]:
     totals = None

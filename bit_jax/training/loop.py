@@ -25,7 +25,7 @@ from bit_jax.runtime.metrics import MetricWriter, ProgressLine
 from bit_jax.runtime.parallel import DataParallel
 from bit_jax.runtime.preemption import StopRequest
 from bit_jax.training import evaluators as evaluators_lib
-from bit_jax.training import steps
+from bit_jax.training import programs
 from bit_jax.training.checkpoint import Checkpoints
 from bit_jax.training.run_state import RunState
 
@@ -52,10 +52,13 @@ class PhaseLoop:
   def __init__(self, phase: Phase, optimizer, services: Services, evaluators: list):
     s = self.settings = phase.settings
     self.phase, self.services, self.evaluators = phase, services, evaluators
-    self.train_step = services.parallel.jit_train_step(
-      steps.make_train_step(
-        phase.model(), optimizer, loss=s.loss, mixup_alpha=s.mixup_alpha, batch_split=s.batch_split
-      )
+    self.train_step = programs.train_step(
+      phase.model(),
+      optimizer,
+      services.parallel,
+      loss=s.loss,
+      mixup_alpha=s.mixup_alpha,
+      batch_split=s.batch_split,
     )
     self.rng = jax.random.PRNGKey(s.seed + phase.index)
     self.plateau = plateau.Plateau(

@@ -23,10 +23,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from bit_jax import models
 from bit_jax.data import input_pipeline, subsets
 from bit_jax.models import pretrained
-from bit_jax.recipe import fields, optim
+from bit_jax.recipe import fields
 from bit_jax.recipe import plan as plan_lib
 from bit_jax.recipe.plan import Phase, Plan
 from bit_jax.runtime import files, metrics
@@ -35,10 +34,10 @@ from bit_jax.runtime.lock import WorkdirInUse, WorkdirLock
 from bit_jax.runtime.parallel import DataParallel, broadcast_text
 from bit_jax.runtime.preemption import StopRequest
 from bit_jax.training import evaluators as evaluators_lib
-from bit_jax.training import weights
+from bit_jax.training import programs, weights
 from bit_jax.training.checkpoint import Checkpoints
 from bit_jax.training.loop import PhaseLoop, Services
-from bit_jax.training.run_state import RunState, Workdir, new_train_state, train_state_shapes
+from bit_jax.training.run_state import RunState, Workdir, train_state_shapes
 
 
 def run(
@@ -303,8 +302,8 @@ def _starting_state(phase: Phase, previous_params, run_state, resume, services):
   """(optimizer, train state on the devices, run state) where `phase` starts or resumes."""
   s, parallel = phase.settings, services.parallel
   model = phase.model()
-  optimizer = optim.make_optimizer(
-    models.param_shapes(model), momentum=s.momentum, weight_decay=s.weight_decay, freeze=s.freeze
+  optimizer = programs.optimizer(
+    model, momentum=s.momentum, weight_decay=s.weight_decay, freeze=s.freeze
   )
   if resume is not None:
     saved = services.checkpoints.restore(resume, train_state_shapes(model, optimizer))
@@ -313,10 +312,7 @@ def _starting_state(phase: Phase, previous_params, run_state, resume, services):
     run_state, phase=phase.index, phase_step=0, phase_done=False, plateau=None
   )
   params = weights.initial_params(phase, previous_params)
-  # One program builds the optimizer state on the devices (eagerly, every leaf's zeros would
-  # compile on its own).
-  build = jax.jit(lambda p: new_train_state(p, optimizer), out_shardings=parallel.replicated)
-  return optimizer, build(params), run_state
+  return optimizer, programs.train_state_builder(optimizer, parallel)(params), run_state
 
 
 def _run_phase(
