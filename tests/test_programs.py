@@ -2,15 +2,27 @@
 (bit_jax/training/programs.py): the second traces nothing and trains bit for bit the same."""
 
 import numpy as np
+import pytest
 from test_train import tiny_config
 
 from bit_jax.models import pretrained
 from bit_jax.training import programs, run, steps
 
+CACHED = (programs.optimizer, programs.train_step, programs.eval_step, programs.train_state_builder)
 
-def test_a_second_equal_run_traces_nothing_and_trains_the_same(tmp_path, monkeypatch):
-  for cached in (programs.optimizer, programs.train_step, programs.train_state_builder):
+
+@pytest.fixture
+def empty_caches():
+  """Programs built here trace nothing of other tests', and leave nothing traced with the
+  counting stand-in behind."""
+  for cached in CACHED:
     cached.cache_clear()
+  yield
+  for cached in CACHED:
+    cached.cache_clear()
+
+
+def test_a_second_equal_run_traces_nothing_and_trains_the_same(tmp_path, monkeypatch, empty_caches):
   traces = []
 
   def counting_mixup(*args):
